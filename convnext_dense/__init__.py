@@ -1,0 +1,19 @@
+"""convnext_dense: ConvNeXt (V1/V2) for detection and segmentation, as an mmdet 3.x / mmseg 1.x
+plugin.
+
+Importing the package (``custom_imports=dict(imports=['convnext_dense'])`` in a config) registers
+the ``ConvNeXt`` backbone and the ``ConvNeXtLayerDecayOptimWrapperConstructor`` in mmengine's root
+registries, where mmdet's and mmseg's registries find them, and makes mmengine checkpoints load
+under torch's ``weights_only=True`` default (see :mod:`convnext_dense.engine.torch_load`), and
+keeps an installed mmpretrain from breaking mmdet (see :mod:`convnext_dense.engine.compat`).
+"""
+from .engine import allow_mmengine_checkpoints, guard_mmpretrain_import, register_mmengine_loader
+from .models import ConvNeXt
+from .optim import ConvNeXtLayerDecayOptimWrapperConstructor
+from .version import __version__
+
+allow_mmengine_checkpoints()
+register_mmengine_loader()
+guard_mmpretrain_import()
+
+__all__ = ['ConvNeXt', 'ConvNeXtLayerDecayOptimWrapperConstructor', '__version__']

@@ -1,0 +1,367 @@
+"""ConvNeXt backbone for dense prediction.
+
+"A ConvNet for the 2020s" (Liu et al., CVPR 2022) and "ConvNeXt V2: Co-designing and Scaling
+ConvNets with Masked Autoencoders" (Woo et al., CVPR 2023), built the way the paper's detection
+and segmentation code builds it: four stages at strides 4/8/16/32, each output through its own
+LayerNorm ``norm{i}``.
+
+This file owns the model: ``Block`` -> ``Stage`` -> ``ConvNeXt`` -> the arch tables, and the
+mapping from a parameter name to its layer id for layer-wise learning-rate decay
+(``ConvNeXt.get_layer_id``). Module and parameter names are those of the official release
+(``downsample_layers.*``, ``stages.{i}.{j}.dwconv|norm|pwconv1|pwconv2|gamma|grn``, ``norm{i}``),
+so the paper's checkpoints, the fine-tuned COCO/ADE20K ones included, load without conversion;
+other layouts go through :mod:`convnext_dense.checkpoint`.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+from torch import nn
+
+from .layers import GRN, LayerNorm2d
+
+NUM_STAGES = 4
+
+# depths and dims of every published size. Any size can be built as V1 or V2 (timm publishes
+# V1 atto..nano too); `version` defaults to the paper that published the size.
+ARCH_SETTINGS = {
+    'atto': dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320]),
+    'femto': dict(depths=[2, 2, 6, 2], dims=[48, 96, 192, 384]),
+    'pico': dict(depths=[2, 2, 6, 2], dims=[64, 128, 256, 512]),
+    'nano': dict(depths=[2, 2, 8, 2], dims=[80, 160, 320, 640]),
+    'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
+    'small': dict(depths=[3, 3, 27, 3], dims=[96, 192, 384, 768]),
+    'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
+    'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
+    'xlarge': dict(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048]),
+    'xxlarge': dict(depths=[3, 4, 30, 3], dims=[384, 768, 1536, 3072]),
+    'huge': dict(depths=[3, 3, 27, 3], dims=[352, 704, 1408, 2816]),
+}
+# The sizes each paper published (Liu et al. 2022 + timm's xxlarge; Woo et al. 2023).
+V1_ARCHS = ('tiny', 'small', 'base', 'large', 'xlarge', 'xxlarge')
+V2_ARCHS = ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge')
+VERSIONS = ('v1', 'v2')
+DECAY_TYPES = ('layer_wise', 'stage_wise')
+
+
+class Block(nn.Module):
+    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4x -> GELU [-> GRN] -> Linear.
+
+    Args:
+        dim: Number of input and output channels.
+        drop_path: Stochastic-depth rate of this block.
+        layer_scale_init_value: Initial value of the per-channel scale ``gamma`` (V1);
+            0 disables it (V2).
+        use_grn: Insert Global Response Normalization after the GELU (V2).
+        mlp_ratio: Hidden width of the MLP as a multiple of ``dim``.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 drop_path: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 use_grn: bool = False,
+                 mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, mlp_ratio * dim)
+        self.act = nn.GELU()
+        self.grn = GRN(mlp_ratio * dim) if use_grn else None
+        self.pwconv2 = nn.Linear(mlp_ratio * dim, dim)
+        if layer_scale_init_value > 0:
+            self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
+        else:
+            self.gamma = None
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)  # NCHW -> NHWC: the MLP runs on the last dim
+        x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                         self.norm.eps)
+        x = self.act(self.pwconv1(x))
+        if self.grn is not None:
+            x = self.grn(x)
+        x = self.pwconv2(x)
+        if self.gamma is not None:
+            x = x * self.gamma.to(x.dtype)
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+
+class Stage(nn.Sequential):
+    """The blocks of one stage, indexed ``0..depth-1`` as in the official state dict.
+
+    Args:
+        blocks: The stage's blocks.
+        with_cp: Recompute each block's activations in the backward pass instead of storing
+            them (activation checkpointing), trading time for memory.
+    """
+
+    def __init__(self, blocks: Sequence[Block], with_cp: bool = False) -> None:
+        super().__init__(*blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+def _resolve_arch(arch: str | dict, version: str | None) -> tuple[str, list[int], list[int]]:
+    """Return ``(version, depths, dims)`` for an arch name or a ``dict(depths=, dims=)``."""
+    if version is not None and version not in VERSIONS:
+        raise ValueError(f"version={version!r} is not supported; use 'v1' or 'v2'")
+    if isinstance(arch, dict):
+        if set(arch) != {'depths', 'dims'}:
+            raise ValueError(f'a custom arch must be dict(depths=[...], dims=[...]) with '
+                             f'{NUM_STAGES} entries each, got keys {sorted(arch)}')
+        depths, dims = list(arch['depths']), list(arch['dims'])
+        if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
+            raise ValueError(f'a custom arch needs {NUM_STAGES} depths and {NUM_STAGES} dims, '
+                             f'got depths={depths} and dims={dims}')
+        if not all(isinstance(v, int) and v > 0 for v in depths + dims):
+            raise ValueError(f'arch depths and dims must be positive integers, '
+                             f'got depths={depths} and dims={dims}')
+        return version or 'v1', depths, dims
+    if not isinstance(arch, str):
+        raise TypeError(f'arch must be a str or a dict(depths=, dims=), got {type(arch).__name__}')
+    if arch not in ARCH_SETTINGS:
+        raise ValueError(f'arch={arch!r} is not a ConvNeXt arch; valid arch names are '
+                         f'{list(ARCH_SETTINGS)}, or dict(depths=[...], dims=[...])')
+    if version is None:
+        version = 'v1' if arch in V1_ARCHS else 'v2'
+    return version, list(ARCH_SETTINGS[arch]['depths']), list(ARCH_SETTINGS[arch]['dims'])
+
+
+def _normalize_out_indices(out_indices: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(out_indices, int):
+        out_indices = (out_indices, )
+    if not isinstance(out_indices, Sequence) or not out_indices:
+        raise TypeError(f'out_indices must be an int or a non-empty sequence of ints, '
+                        f'got {out_indices!r}')
+    normalized = []
+    for index in out_indices:
+        if not isinstance(index, int) or not -NUM_STAGES <= index < NUM_STAGES:
+            raise ValueError(f'out_indices={tuple(out_indices)} has {index!r}, out of range for '
+                             f'{NUM_STAGES} stages; use 0..{NUM_STAGES - 1} or '
+                             f'-{NUM_STAGES}..-1')
+        normalized.append(index % NUM_STAGES)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f'out_indices={tuple(out_indices)} names a stage twice')
+    return tuple(sorted(normalized))
+
+
+@MODELS.register_module()
+class ConvNeXt(BaseModule):
+    """ConvNeXt V1/V2 backbone with multi-scale outputs for detection and segmentation.
+
+    Args:
+        arch: A size name (atto, femto, pico, nano, tiny, small, base, large, xlarge, xxlarge,
+            huge) or ``dict(depths=[...], dims=[...])``.
+        version: ``'v1'`` (layer scale) or ``'v2'`` (GRN). Default: ``'v1'`` for the sizes of
+            the V1 paper (tiny..xxlarge), ``'v2'`` for the V2-only ones (atto..nano, huge).
+            It sets the defaults of ``layer_scale_init_value`` and ``use_grn``.
+        in_channels: Channels of the input image.
+        out_indices: Stages whose outputs are returned (negative indices count from the end).
+        frozen_stages: mmdet's convention: -1 freezes nothing, 0 the stem, ``k >= 1`` the stem
+            and stages ``0..k-1`` with their downsampling layers and output norms. Frozen
+            modules have ``requires_grad=False`` and stay in eval mode across ``train()``.
+        drop_path_rate: Stochastic-depth rate of the last block, rising linearly from 0.
+        layer_scale_init_value: Initial layer-scale value; 0 disables it. Default: 1e-6 for V1,
+            0 for V2.
+        use_grn: Global Response Normalization in each block. Default: False for V1, True
+            for V2.
+        with_cp: Activation checkpointing per block: saves memory for L/XL at 1333x800.
+        pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)``,
+            which mmseg's ``EncoderDecoder(pretrained=...)`` passes on.
+        init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``
+            loads a checkpoint of any published layout (see :mod:`convnext_dense.checkpoint`).
+    """
+
+    def __init__(self,
+                 arch: str | dict = 'tiny',
+                 version: str | None = None,
+                 in_channels: int = 3,
+                 out_indices: int | Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float | None = None,
+                 use_grn: bool | None = None,
+                 with_cp: bool = False,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        if pretrained is not None:
+            # mmseg's EncoderDecoder passes its model-level `pretrained` to the backbone.
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            warnings.warn('ConvNeXt(pretrained=...) is deprecated; use '
+                          "init_cfg=dict(type='Pretrained', checkpoint=...)", stacklevel=2)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        self.version, self.depths, self.dims = _resolve_arch(arch, version)
+        if not isinstance(in_channels, int) or in_channels <= 0:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        self.out_indices = _normalize_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= NUM_STAGES:
+            raise ValueError(f'frozen_stages={frozen_stages!r} is out of range; use -1 (none), '
+                             f'0 (stem) or 1..{NUM_STAGES}')
+        if not 0. <= drop_path_rate < 1.:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
+        if layer_scale_init_value is None:
+            layer_scale_init_value = 1e-6 if self.version == 'v1' else 0.
+        if use_grn is None:
+            use_grn = self.version == 'v2'
+        self.in_channels = in_channels
+        self.frozen_stages = frozen_stages
+        self.drop_path_rate = drop_path_rate
+        self.layer_scale_init_value = layer_scale_init_value
+        self.use_grn = use_grn
+        self.with_cp = with_cp
+
+        dims = self.dims
+        stem = nn.Sequential(
+            nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4),
+            LayerNorm2d(dims[0], eps=1e-6))
+        self.downsample_layers = nn.ModuleList([stem])
+        for i in range(1, NUM_STAGES):
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(dims[i - 1], eps=1e-6),
+                    nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
+
+        block_rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.stages = nn.ModuleList()
+        first = 0
+        for depth, dim in zip(self.depths, dims):
+            self.stages.append(
+                Stage([
+                    Block(dim, drop_path=block_rates[first + j],
+                          layer_scale_init_value=layer_scale_init_value, use_grn=use_grn)
+                    for j in range(depth)
+                ], with_cp=with_cp))
+            first += depth
+
+        # One norm per returned stage only: a norm whose output is never used would hold
+        # parameters without gradients, which DDP rejects.
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=1e-6))
+
+        # What the necks need to know, as data (as timm's feature_info).
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self.strides = [4 * 2**i for i in self.out_indices]
+        self.feature_info = [
+            dict(num_chs=dims[i], reduction=4 * 2**i, module=f'norm{i}')
+            for i in self.out_indices
+        ]
+        self._freeze_stages()
+
+    # -- initialisation ---------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Truncated-normal init (std 0.02) as the official code, then ``init_cfg``.
+
+        ``init_cfg=dict(type='Pretrained', checkpoint=...)`` is handled here rather than by
+        mmengine's ``PretrainedInit`` so that every published layout is detected and converted.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                trunc_normal_(module.weight, std=.02)
+                nn.init.zeros_(module.bias)
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from ..checkpoint import load_pretrained
+            checkpoint = cfg.get('checkpoint')
+            if not checkpoint:
+                raise ValueError("init_cfg=dict(type='Pretrained') needs a 'checkpoint' path "
+                                 'or URL')
+            load_pretrained(self, checkpoint, prefix=cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    # -- freezing ---------------------------------------------------------------------------
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules: list[nn.Module] = [self.downsample_layers[0]]
+        for i in range(self.frozen_stages):
+            if i > 0:
+                modules.append(self.downsample_layers[i])
+            modules.append(self.stages[i])
+            if i in self.out_indices:
+                modules.append(getattr(self, f'norm{i}'))
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> ConvNeXt:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'ConvNeXt expects an NCHW input with in_channels='
+                             f'{self.in_channels} channels, got shape {tuple(x.shape)}')
+        outs = []
+        for i in range(NUM_STAGES):
+            x = self.stages[i](self.downsample_layers[i](x))
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+            if i == self.out_indices[-1]:
+                break  # later stages would feed no output
+        return tuple(outs)
+
+    # -- layer-wise learning-rate decay -----------------------------------------------------
+    def default_num_layers(self) -> int:
+        """``num_layers`` of the official recipe: stage 2 split into groups of 3 blocks."""
+        return 3 + (self.depths[2] + 2) // 3
+
+    def get_layer_id(self, param_name: str, decay_type: str, num_layers: int) -> int:
+        """Layer id of a backbone parameter for learning-rate decay.
+
+        Reproduces the official assignment of the paper's detection/segmentation code
+        (``get_num_layer_layer_wise`` / ``get_num_layer_stage_wise``), which the published
+        hyperparameters were tuned with. The learning-rate scale is then
+        ``decay_rate ** (num_layers + 1 - layer_id)``.
+
+        Args:
+            param_name: Name relative to this backbone, e.g. ``'stages.2.4.dwconv.weight'``.
+            decay_type: ``'layer_wise'`` (stem 0, stage 0 -> 1, stage 1 -> 2, stage 2 block b
+                -> 3 + b // 3, stage 3 -> ``num_layers``) or ``'stage_wise'`` (downsampling
+                layers 0, stage i -> i + 1).
+            num_layers: The recipe's ``num_layers``; the per-stage norms and everything outside
+                the backbone get ``num_layers + 1``.
+        """
+        if decay_type not in DECAY_TYPES:
+            raise ValueError(f'decay_type={decay_type!r} is not supported; use one of '
+                             f'{DECAY_TYPES}')
+        parts = param_name.split('.')
+        if parts[0] == 'downsample_layers':
+            if decay_type == 'stage_wise':
+                return 0
+            return {0: 0, 1: 2, 2: 3}.get(int(parts[1]), num_layers)
+        if parts[0] == 'stages':
+            stage_id = int(parts[1])
+            if decay_type == 'stage_wise':
+                return stage_id + 1
+            if stage_id == 2:
+                return 3 + int(parts[2]) // 3
+            return {0: 1, 1: 2}.get(stage_id, num_layers)
+        return num_layers + 1

@@ -1,0 +1,3 @@
+from .layer_decay import ConvNeXtLayerDecayOptimWrapperConstructor
+
+__all__ = ['ConvNeXtLayerDecayOptimWrapperConstructor']

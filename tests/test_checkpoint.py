@@ -1,0 +1,159 @@
+"""Checkpoint layouts: detection, conversion, round trips, files of every published layout,
+init_cfg loading, the CLI and the errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from convnext_dense.checkpoint import (
+    LAYOUTS,
+    convert_state_dict,
+    detect_layout,
+    export_state_dict,
+    load_pretrained,
+)
+from convnext_dense.engine import UnsafeCheckpointError
+from convnext_dense.models import ConvNeXt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_state(model):
+    generator = torch.Generator().manual_seed(0)
+    return {k: torch.randn(v.shape, generator=generator) for k, v in model.state_dict().items()}
+
+
+def official_release(model):
+    """An official ImageNet release: {'model': ...} with the final norm and head, no norm{i}."""
+    state = {k: v for k, v in random_state(model).items() if not k.startswith('norm')}
+    dim = model.dims[-1]
+    state.update({'norm.weight': torch.ones(dim), 'norm.bias': torch.zeros(dim),
+                  'head.weight': torch.zeros(1000, dim), 'head.bias': torch.zeros(1000)})
+    return {'model': state}
+
+
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_round_trip_is_exact(layout, version):
+    model = ConvNeXt(arch='atto', version=version)
+    state = random_state(model)
+    exported = export_state_dict(state, layout)
+    assert detect_layout(exported) == (layout, '')
+    back, report = convert_state_dict(exported)
+    assert report.layout == layout and not report.ignored
+    assert back.keys() == state.keys()
+    for key in state:
+        assert torch.equal(back[key], state[key]), key
+
+
+def test_timm_names():
+    exported = export_state_dict(random_state(ConvNeXt(arch='atto', version='v2')), 'timm')
+    assert 'stem.0.weight' in exported and 'stages.1.downsample.1.weight' in exported
+    assert exported['stages.0.blocks.1.mlp.grn.weight'].shape == (160, )
+
+
+def test_hf_names():
+    exported = export_state_dict(random_state(ConvNeXt(arch='atto', version='v1')), 'hf')
+    assert 'embeddings.patch_embeddings.weight' in exported
+    assert 'encoder.stages.2.layers.5.layer_scale_parameter' in exported
+    assert 'hidden_states_norms.stage4.weight' in exported
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_loads_official_release_file(tmp_path, suffix):
+    model = ConvNeXt(arch='atto')
+    release = official_release(model)
+    path = tmp_path / f'convnext_atto_1k{suffix}'
+    if suffix == '.safetensors':
+        from safetensors.torch import save_file
+        save_file(release['model'], str(path))
+    else:
+        torch.save(release, path)
+    report = load_pretrained(model, str(path))
+    assert report.layout == 'official'
+    assert sorted(report.dropped_classifier) == ['head.bias', 'head.weight', 'norm.bias',
+                                                 'norm.weight']
+    for key, value in model.state_dict().items():
+        if not key.startswith('norm'):
+            assert torch.equal(value, release['model'][key]), key
+
+
+def test_loads_finetuned_mmdet2_detector(tmp_path):
+    """The paper's fine-tuned COCO models: mmdet 2.x, backbone under 'backbone.'."""
+    model = ConvNeXt(arch='atto')
+    backbone = random_state(model)
+    state = {f'backbone.{k}': v for k, v in backbone.items()}
+    state['neck.lateral_convs.0.conv.weight'] = torch.zeros(256, 40, 1, 1)
+    torch.save({'meta': {'epoch': 36}, 'state_dict': state}, tmp_path / 'cascade.pth')
+    report = load_pretrained(model, str(tmp_path / 'cascade.pth'))
+    assert report.prefix == 'backbone.' and report.ignored == ['neck.lateral_convs.0.conv.weight']
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, backbone[key]), key
+
+
+def test_init_cfg_pretrained(tmp_path):
+    source = ConvNeXt(arch='atto', version='v2')
+    state = export_state_dict(random_state(source), 'timm')
+    torch.save(state, tmp_path / 'timm.pth')
+    model = ConvNeXt(arch='atto', version='v2',
+                     init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'timm.pth')))
+    model.init_weights()
+    assert torch.equal(model.stages[2][3].grn.gamma.flatten(),
+                       state['stages.2.blocks.3.mlp.grn.weight'])
+
+
+def test_another_arch_names_first_mismatch(tmp_path):
+    torch.save(official_release(ConvNeXt(arch='femto')), tmp_path / 'femto.pth')
+    with pytest.raises(ValueError, match=r"another ConvNeXt arch.*'downsample_layers\.0\.0\."
+                       r"weight' has shape \(48, 3, 4, 4\) in the checkpoint but \(40, 3, 4, 4\)"):
+        load_pretrained(ConvNeXt(arch='atto'), str(tmp_path / 'femto.pth'))
+
+
+def test_other_version_lacks_weights(tmp_path):
+    torch.save(official_release(ConvNeXt(arch='atto', version='v1')), tmp_path / 'v1.pth')
+    with pytest.raises(ValueError, match=r'lacks .* weights.*grn'):
+        load_pretrained(ConvNeXt(arch='atto', version='v2'), str(tmp_path / 'v1.pth'))
+
+
+def test_not_a_convnext_state_dict():
+    with pytest.raises(ValueError, match='not a ConvNeXt state dict.*conv1.weight'):
+        detect_layout({'conv1.weight': torch.zeros(1)})
+
+
+def test_not_a_checkpoint_file(tmp_path):
+    (tmp_path / 'x.pth').write_bytes(b'\x00garbage')
+    with pytest.raises(ValueError, match=r"'.*x\.pth' is not a PyTorch checkpoint"):
+        load_pretrained(ConvNeXt(arch='atto'), str(tmp_path / 'x.pth'))
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (exec, ('import os; os.system("touch pwned")',))
+
+
+def test_pickle_that_runs_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({'model': RunsCode()}, tmp_path / 'evil.pth')
+    with pytest.raises(UnsafeCheckpointError, match='refusing to load'):
+        load_pretrained(ConvNeXt(arch='atto'), str(tmp_path / 'evil.pth'))
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_convert_checkpoint_cli(tmp_path):
+    source = ConvNeXt(arch='atto')
+    state = random_state(source)
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                               export_state_dict(state, 'mmpretrain').items()}},
+               tmp_path / 'mmpretrain.pth')
+    result = subprocess.run([sys.executable, str(ROOT / 'tools/convert_checkpoint.py'),
+                             str(tmp_path / 'mmpretrain.pth'), str(tmp_path / 'out.pth')],
+                            capture_output=True, text=True, check=True)
+    assert 'mmpretrain' in result.stdout
+    converted = torch.load(tmp_path / 'out.pth', weights_only=True)
+    assert set(converted['state_dict']) == set(state)
+    model = ConvNeXt(arch='atto', init_cfg=dict(type='Pretrained',
+                                                checkpoint=str(tmp_path / 'out.pth')))
+    model.init_weights()
+    assert torch.equal(model.stages[1][0].dwconv.weight, state['stages.1.0.dwconv.weight'])

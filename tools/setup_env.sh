@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# One-command environment for convnext_dense: creates .venv/ at the repository root and installs
+# the pinned OpenMMLab stack, mmcv 2.1.0 with its compiled ops included.
+#
+#   bash tools/setup_env.sh          (what `make setup` runs)
+#
+# Idempotent: a second run with nothing changed only checks a stamp and the imports (seconds).
+#
+# Environment:
+#   PYTHON                  interpreter for the venv (default: python3.11, else python3)
+#   VENV                    venv folder (default: <repo>/.venv)
+#   CONVNEXT_DENSE_CACHE    wheel cache (default: ~/.cache/convnext_dense)
+#   MAX_JOBS                parallel compile jobs for mmcv (default: number of cores)
+#
+# Why each step is the way it is:
+# - torch: a torch that the chosen interpreter already has is kept (the venv then sees the
+#   system site-packages); otherwise torch 2.14.1 + torchvision 0.29.1 are installed. torchvision
+#   is needed by timm and mmpretrain, the outside references the tests compare against.
+# - mmcv 2.1.0 has no wheel for current torch, so it is built from the sdist with MMCV_WITH_OPS=1
+#   against the installed torch (--no-build-isolation). Its setup.py asks for -std=c++17, but
+#   torch >= 2.10 headers stop with "C++20 or later compatible compiler is required": the copy
+#   of setup.py we build from is raised to C++20. The wheel is cached under a key of mmcv
+#   version + torch version + Python tag + ops target, because pip's own wheel cache ignores the
+#   torch version and would hand back a wheel built against another torch's ABI.
+# - setuptools>=77,<81: mmcv's setup.py and mmengine's `mmdet::`/`mmseg::` config inheritance
+#   import pkg_resources, which setuptools 81 removed; torch asks for >=77.
+set -euo pipefail
+
+MMCV_VERSION=2.1.0
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VENV:-$ROOT/.venv}
+CACHE=${CONVNEXT_DENSE_CACHE:-$HOME/.cache/convnext_dense}
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=$(command -v python3.11 || command -v python3)
+fi
+
+log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+start=$(date +%s)
+
+# The stamp covers everything that decides what gets installed.
+stamp_inputs() {
+  cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" "$ROOT/pyproject.toml"
+  "$PYTHON" -c 'import sys; print(sys.version)'
+}
+stamp_now=$(stamp_inputs | sha256sum | cut -d' ' -f1)
+stamp_file=$VENV/.convnext_dense-setup
+
+check_imports() {
+  "$VENV/bin/python" - <<'EOF'
+import torch, torchvision, mmengine, mmcv, mmdet, mmseg, pycocotools  # noqa: F401
+from mmcv.ops import RoIAlign, nms  # noqa: F401  (fails when mmcv was built without its ops)
+import convnext_dense  # noqa: F401
+EOF
+}
+
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_now" ] && check_imports 2>/dev/null; then
+  log "environment up to date in $VENV ($(( $(date +%s) - start )) s)"
+  exit 0
+fi
+
+# 1. The venv, with a torch the interpreter already has kept.
+if [ ! -x "$VENV/bin/python" ]; then
+  if "$PYTHON" -c 'import torch' 2>/dev/null; then
+    log "keeping the torch of $PYTHON ($("$PYTHON" -c 'import torch; print(torch.__version__)'))"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+PY=$VENV/bin/python
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+pip_install "setuptools>=77,<81" wheel
+if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
+  log "installing torch 2.14.1 + torchvision 0.29.1 (about a minute)"
+  pip_install torch==2.14.1 torchvision==0.29.1
+fi
+
+# 2. mmcv with ops, from the cache or built once.
+torch_version=$("$PY" -c 'import torch; print(torch.__version__)')
+py_tag=$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
+if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null \
+    || [ "${FORCE_CUDA:-0}" = 1 ]; then
+  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    TORCH_CUDA_ARCH_LIST=$("$PY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')
+  fi
+  export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST
+  ops_target="cuda${TORCH_CUDA_ARCH_LIST//;/-}"
+else
+  ops_target=cpu
+fi
+wheel_dir=$CACHE/wheels/mmcv-$MMCV_VERSION+torch$torch_version+$py_tag+$ops_target
+if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
+  log "building mmcv $MMCV_VERSION with ops ($ops_target) against torch $torch_version: about 10-13 min on 2 cores, once per machine"
+  # ninja lets torch's extension builder compile MAX_JOBS files at once (serial without it).
+  pip_install ninja
+  build=$(mktemp -d)
+  trap 'rm -rf "$build"' EXIT
+  "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    "mmcv==$MMCV_VERSION" -d "$build"
+  tar xzf "$build/mmcv-$MMCV_VERSION.tar.gz" -C "$build"
+  sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-$MMCV_VERSION/setup.py"
+  (cd "$build/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+     "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
+     -w "$build/dist" .)
+  # Publish atomically: an interrupted build leaves no half-written wheel in the cache.
+  mkdir -p "$(dirname "$wheel_dir")"
+  rm -rf "$wheel_dir.tmp" && mv "$build/dist" "$wheel_dir.tmp" && mv "$wheel_dir.tmp" "$wheel_dir"
+  log "cached mmcv wheel in $wheel_dir"
+fi
+if ! "$PY" -c "import mmcv, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
+  pip_install "$wheel_dir"/mmcv-*.whl
+fi
+
+# 3. The project (editable) with the rest of the pinned stack and the test tools.
+log "installing convnext_dense and the pinned OpenMMLab stack"
+pip_install --no-build-isolation -e "$ROOT[tests]"
+
+check_imports
+echo "$stamp_now" > "$stamp_file"
+log "done in $(( $(date +%s) - start )) s: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")')"

@@ -5,15 +5,22 @@ Importing the package (``custom_imports=dict(imports=['convnext_dense'])`` in a 
 the ``ConvNeXt`` backbone and the ``ConvNeXtLayerDecayOptimWrapperConstructor`` in mmengine's root
 registries, where mmdet's and mmseg's registries find them, and makes mmengine checkpoints load
 under torch's ``weights_only=True`` default (see :mod:`convnext_dense.engine.torch_load`), and
-keeps an installed mmpretrain from breaking mmdet (see :mod:`convnext_dense.engine.compat`).
+writes checkpoints atomically (:mod:`convnext_dense.engine.atomic_io`), and keeps an installed
+mmpretrain from breaking mmdet (see :mod:`convnext_dense.engine.compat`).
 """
-from .engine import allow_mmengine_checkpoints, guard_mmpretrain_import, register_mmengine_loader
+from .engine import (
+                     allow_mmengine_checkpoints,
+                     guard_mmpretrain_import,
+                     register_atomic_local_backend,
+                     register_mmengine_loader,
+)
 from .models import ConvNeXt
 from .optim import ConvNeXtLayerDecayOptimWrapperConstructor
 from .version import __version__
 
 allow_mmengine_checkpoints()
 register_mmengine_loader()
+register_atomic_local_backend()
 guard_mmpretrain_import()
 
 __all__ = ['ConvNeXt', 'ConvNeXtLayerDecayOptimWrapperConstructor', '__version__']

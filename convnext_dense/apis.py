@@ -1,0 +1,61 @@
+"""Single-image inference and pictures of the predictions, for ``tools/demo.py``.
+
+Uses mmdet's ``init_detector``/``inference_detector`` with ``DetLocalVisualizer`` (masks and
+boxes) and mmseg's ``init_model``/``inference_model`` with ``SegLocalVisualizer`` (overlay),
+picked by the config's ``default_scope``.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import mmcv
+import numpy as np
+
+from .engine.launch import adapt_to_cpu, load_config
+
+
+def draw_prediction(image: str,
+                    config: str,
+                    checkpoint: str,
+                    out_file: str,
+                    device: str = 'cpu',
+                    score_thr: float = 0.3,
+                    cfg_options: dict | None = None) -> np.ndarray:
+    """Predict on ``image`` and save the drawn prediction to ``out_file`` (PNG, JPG).
+
+    Returns the drawn RGB image.
+    """
+    if not osp.isfile(image):
+        raise FileNotFoundError(f'image {image!r} does not exist')
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
+    cfg = load_config(config, cfg_options)
+    if device == 'cpu':
+        adapt_to_cpu(cfg)
+    rgb = mmcv.imread(image, channel_order='rgb')
+    if rgb is None:
+        raise ValueError(f'{image!r} is not a readable image')
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.registry import VISUALIZERS
+        model = init_detector(cfg, checkpoint, device=device)
+        result = inference_detector(model, image)
+        visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='demo_det',
+                                            vis_backends=[]))
+        visualizer.dataset_meta = model.dataset_meta
+        visualizer.add_datasample('prediction', rgb, result, draw_gt=False, show=False,
+                                  pred_score_thr=score_thr, out_file=out_file)
+    else:
+        from mmseg.apis import inference_model, init_model
+        from mmseg.registry import VISUALIZERS
+        model = init_model(cfg, checkpoint, device=device)
+        result = inference_model(model, image)
+        visualizer = VISUALIZERS.build(dict(type='SegLocalVisualizer', name='demo_seg',
+                                            vis_backends=[], alpha=0.5))
+        visualizer.dataset_meta = dict(classes=model.dataset_meta['classes'],
+                                       palette=model.dataset_meta['palette'])
+        visualizer.add_datasample('prediction', rgb, result, draw_gt=False, show=False,
+                                  with_labels=False, out_file=out_file)
+    return visualizer.get_image()

@@ -1,0 +1,259 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do, for mmdet and mmseg configs alike.
+
+The task comes from the config's ``default_scope`` (``mmdet`` or ``mmseg``), as in mmdet's and
+mmseg's own tools, whose arguments and conventions these follow. On top of them:
+
+* ``--cfg-options`` keys are checked against the config: a key whose parent does not exist, or
+  a new key that is one typo away from an existing one, is an error naming it (mmengine would
+  silently add it).
+* On a machine without CUDA, SyncBN becomes BN and AMP (fp16 needs a GPU) becomes fp32, each
+  with one log line, and ``--launcher pytorch`` runs on gloo with CPU DDP, so the same configs
+  and commands run on a laptop or a CPU CI machine.
+* Every run checkpoints the RNG states (bitwise resume) and writes checkpoints atomically.
+"""
+from __future__ import annotations
+
+import difflib
+import os.path as osp
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+
+from .data_checks import check_datasets
+
+SCOPES = ('mmdet', 'mmseg')
+__all__ = ['DictAction', 'SCOPES', 'check_cfg_options', 'load_config', 'make_runner',
+           'prepare_test_cfg', 'prepare_train_cfg']
+
+
+# -- configs ----------------------------------------------------------------------------------
+def _close_keys(name: str, keys) -> list[str]:
+    return difflib.get_close_matches(name, [str(k) for k in keys], n=3, cutoff=0.75)
+
+
+def check_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
+    """Refuse ``--cfg-options`` keys that are not in the config, naming the key.
+
+    A new key is allowed where no existing sibling looks like it: a new ``randomness.seed`` is
+    fine, ``train_cfg.max_iter`` next to ``max_iters`` or ``optim_wraper.lr`` next to
+    ``optim_wrapper`` is a typo.
+    """
+    for key in options:
+        node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+        parts = key.split('.')
+        for depth, part in enumerate(parts):
+            path = '.'.join(parts[:depth + 1])
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise KeyError(f'--cfg-options {key}: {path!r} indexes a list of '
+                                   f'{len(node)} items')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise KeyError(f'--cfg-options {key}: {".".join(parts[:depth])!r} is a '
+                               f'{type(node).__name__}, not a dict of options')
+            if part in node:
+                node = node[part]
+                continue
+            close = _close_keys(part, node.keys())
+            if close:
+                raise KeyError(f'--cfg-options {key}: the config has no {path!r}; did you '
+                               f'mean {", ".join(repr(c) for c in close)}?')
+            break  # a new key (and subtree)
+
+
+def load_config(config: str, cfg_options: dict | None = None) -> Config:
+    """Read a config file and apply checked ``--cfg-options``."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'{config}: default_scope={scope!r}; this tool runs mmdet and mmseg '
+                         f'configs ({SCOPES}), whose _base_ default_runtime sets it')
+    return cfg
+
+
+def _replace_types(node: Any, old: str, new: str) -> int:
+    """Replace ``type=old`` by ``type=new`` everywhere in a config tree; returns the count."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == old:
+            node['type'] = new
+            count += 1
+        for value in node.values():
+            count += _replace_types(value, old, new)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_types(value, old, new)
+    return count
+
+
+def adapt_to_cpu(cfg: Config) -> None:
+    """Without CUDA: SyncBN -> BN and fp16 AMP -> fp32, each said once in the log."""
+    if torch.cuda.is_available():
+        return
+    replaced = _replace_types(cfg._cfg_dict, 'SyncBN', 'BN')
+    if replaced:
+        print_log(f'no CUDA device: replaced {replaced} SyncBN layers with BN (SyncBN needs '
+                  'CUDA)', logger='current')
+    wrapper = cfg.get('optim_wrapper')
+    if isinstance(wrapper, dict) and wrapper.get('type') == 'AmpOptimWrapper':
+        wrapper['type'] = 'OptimWrapper'
+        wrapper.pop('loss_scale', None)
+        print_log('no CUDA device: training in fp32 instead of fp16 AMP', logger='current')
+
+
+def _set_default_work_dir(cfg: Config, config: str, work_dir: str | None) -> None:
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+
+
+def _add_hook(cfg: Config, hook_type: str) -> None:
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == hook_type for h in hooks):
+        hooks.append(dict(type=hook_type))
+    cfg.custom_hooks = hooks
+
+
+def _setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model with
+    ``device_ids=[LOCAL_RANK]``, both of which fail without CUDA: initialise gloo here (the
+    Runner then skips its own init) and use CPU DDP."""
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'--launcher {launcher} needs CUDA; on CPU use --launcher pytorch '
+                         '(torchrun, gloo)')
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                 broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                False))
+    print_log(f'no CUDA device: distributed on gloo over {dist.get_world_size()} CPU processes',
+              logger='current')
+
+
+def _common(cfg: Config, config: str, work_dir: str | None, launcher: str,
+            loaders: tuple[str, ...]) -> Config:
+    check_datasets(cfg, loaders)
+    _set_default_work_dir(cfg, config, work_dir)
+    cfg.launcher = launcher
+    adapt_to_cpu(cfg)
+    _setup_cpu_distributed(cfg, launcher)
+    return cfg
+
+
+def prepare_train_cfg(config: str,
+                      work_dir: str | None = None,
+                      resume: str | None = None,
+                      amp: bool = False,
+                      cfg_options: dict | None = None,
+                      launcher: str = 'none',
+                      tensorboard: bool = False) -> Config:
+    """The config ``tools/train.py`` hands to ``Runner.from_cfg``.
+
+    Args:
+        resume: None (start fresh), ``'auto'`` (latest checkpoint in the work dir, if any) or a
+            checkpoint path.
+        amp: fp16 automatic mixed precision with dynamic loss scaling (bf16 needs none; set
+            ``optim_wrapper.dtype='bfloat16'`` for it).
+    """
+    cfg = load_config(config, cfg_options)
+    if amp:
+        wrapper = cfg.optim_wrapper
+        if wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume {resume}: no such checkpoint file')
+        cfg.resume, cfg.load_from = True, resume
+    if tensorboard:
+        backends = list(cfg.visualizer.get('vis_backends') or [dict(type='LocalVisBackend')])
+        backends.append(dict(type='TensorboardVisBackend'))
+        cfg.visualizer.vis_backends = backends
+    _add_hook(cfg, 'RNGStateHook')
+    _add_hook(cfg, 'EvalProgressBarHook')
+    loaders = ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else \
+        ('train_dataloader', )
+    return _common(cfg, config, work_dir, launcher, loaders)
+
+
+def _use_tta(cfg: Config, config: str) -> None:
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise ValueError(f'--tta: {config} defines no tta_model / tta_pipeline')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    test_data = cfg.test_dataloader.dataset
+    while 'dataset' in test_data:  # wrapped datasets
+        test_data = test_data.dataset
+    if cfg.default_scope == 'mmdet':
+        # mmdet's tta_pipeline keeps the image loading of the test pipeline
+        cfg.tta_pipeline[0].backend_args = test_data.pipeline[0].get('backend_args')
+    test_data.pipeline = cfg.tta_pipeline
+
+
+def prepare_test_cfg(config: str,
+                     checkpoint: str,
+                     work_dir: str | None = None,
+                     out: str | None = None,
+                     tta: bool = False,
+                     show_dir: str | None = None,
+                     cfg_options: dict | None = None,
+                     launcher: str = 'none') -> Config:
+    """The config ``tools/test.py`` hands to ``Runner.from_cfg``.
+
+    Args:
+        out: mmdet: a ``.pkl`` of the raw predictions (``DumpDetResults``); mmseg: a folder for
+            the predicted label maps (``IoUMetric(output_dir=...)``).
+    """
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
+    cfg = load_config(config, cfg_options)
+    cfg.load_from = checkpoint
+    if cfg.default_scope == 'mmdet' and cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
+    if tta:
+        _use_tta(cfg, config)
+    if show_dir is not None:
+        visualization = cfg.default_hooks.visualization
+        visualization.draw = True
+        if cfg.default_scope == 'mmdet':
+            visualization.test_out_dir = osp.abspath(show_dir)
+        else:
+            cfg.visualizer.save_dir = osp.abspath(show_dir)
+            cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    if out is not None:
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
+            else [cfg.test_evaluator]
+        if cfg.default_scope == 'mmdet':
+            if not out.endswith(('.pkl', '.pickle')):
+                raise ValueError(f'--out {out}: detection results are saved as a .pkl file')
+            evaluators.append(dict(type='DumpDetResults', out_file_path=out))
+        else:
+            for evaluator in evaluators:
+                evaluator['output_dir'] = out
+        cfg.test_evaluator = evaluators
+    _add_hook(cfg, 'EvalProgressBarHook')
+    return _common(cfg, config, work_dir, launcher, ('test_dataloader', ))
+
+
+def make_runner(cfg: Config):
+    """Build the Runner of the config's scope (``RUNNERS`` from mmdet or mmseg)."""
+    from mmengine.registry import RUNNERS, init_default_scope
+    from mmengine.runner import Runner
+    init_default_scope(cfg.default_scope)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,108 @@
+"""The tools' config handling: checked --cfg-options, CPU adaptation, resume/TTA/out options, and
+atomic checkpoint writes."""
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.fileio import get_file_backend
+
+import convnext_dense  # noqa: F401  (registers the atomic backend)
+from convnext_dense.engine import AtomicLocalBackend
+from convnext_dense.engine.launch import (
+    adapt_to_cpu,
+    check_cfg_options,
+    prepare_test_cfg,
+    prepare_train_cfg,
+)
+
+CONFIG = """
+_base_ = ['mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py']
+custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+model = dict(pretrained=None, backbone=dict(_delete_=True, type='ConvNeXt', arch='atto'))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=10, val_interval=5)
+optim_wrapper = dict(type='AmpOptimWrapper', optimizer=dict(type='AdamW', lr=1e-4),
+                     loss_scale='dynamic')
+"""
+
+
+@pytest.fixture()
+def config_file(tmp_path):
+    path = tmp_path / 'upernet_atto.py'
+    path.write_text(CONFIG)
+    return str(path)
+
+
+@pytest.fixture()
+def cfg(config_file):
+    return Config.fromfile(config_file)
+
+
+def test_cfg_option_typo_in_leaf(cfg):
+    with pytest.raises(KeyError, match=r"train_cfg\.max_iter.*did you mean 'max_iters'"):
+        check_cfg_options(cfg, {'train_cfg.max_iter': 5})
+
+
+def test_cfg_option_missing_parent(cfg):
+    with pytest.raises(KeyError, match=r"no 'optim_wraper'.*did you mean 'optim_wrapper'"):
+        check_cfg_options(cfg, {'optim_wraper.optimizer.lr': 1e-3})
+
+
+def test_cfg_option_list_index(cfg):
+    check_cfg_options(cfg, {'model.decode_head.in_channels.0': 40})
+    with pytest.raises(KeyError, match='indexes a list of 4 items'):
+        check_cfg_options(cfg, {'model.decode_head.in_channels.7': 40})
+
+
+def test_cfg_option_new_keys_allowed(cfg):
+    check_cfg_options(cfg, {'randomness.seed': 0, 'model.backbone.drop_path_rate': 0.1,
+                            'train_cfg.max_iters': 3})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU adaptation only without CUDA')
+def test_cpu_adaptation(cfg, capsys):
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    adapt_to_cpu(cfg)
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    assert cfg.model.auxiliary_head.norm_cfg.type == 'BN'
+    assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
+
+
+def test_prepare_train_cfg(config_file, tmp_path):
+    cfg = prepare_train_cfg(config_file, resume='auto', tensorboard=True,
+                            cfg_options={'train_cfg.max_iters': 3})
+    assert cfg.work_dir.endswith('upernet_atto') and cfg.resume and cfg.load_from is None
+    assert cfg.train_cfg.max_iters == 3
+    assert {'RNGStateHook', 'EvalProgressBarHook'} <= {h['type'] for h in cfg.custom_hooks}
+    assert cfg.visualizer.vis_backends[-1]['type'] == 'TensorboardVisBackend'
+    with pytest.raises(FileNotFoundError, match='--resume missing.pth'):
+        prepare_train_cfg(config_file, resume='missing.pth')
+
+
+def test_prepare_test_cfg_errors(config_file, tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        prepare_test_cfg(config_file, str(tmp_path / 'nope.pth'))
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    with pytest.raises(ValueError, match='--tta: .* defines no tta_model'):
+        prepare_test_cfg(config_file, str(checkpoint), tta=True,
+                         cfg_options={'tta_model': None})
+    with pytest.raises(FileNotFoundError, match="config file 'missing.py'"):
+        prepare_test_cfg('missing.py', str(checkpoint))
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    backend = get_file_backend(str(tmp_path / 'last_checkpoint'))
+    assert isinstance(backend, AtomicLocalBackend)
+    target = tmp_path / 'epoch_1.pth'
+    backend.put(b'complete old checkpoint', str(target))
+
+    def crash(*args):
+        raise KeyboardInterrupt('killed while writing')
+
+    monkeypatch.setattr(os, 'replace', crash)
+    with pytest.raises(KeyboardInterrupt):
+        backend.put(b'new checkpoint that never finished', str(target))
+    monkeypatch.undo()
+    assert target.read_bytes() == b'complete old checkpoint'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']

@@ -211,6 +211,16 @@ def seg_batch(batch: int, height: int, width: int, num_classes: int = 150):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _time_model(label, name, model, wrapper, batch, infer_batch, device, warmup, iters
+                ) -> list[Timing]:
+    model.train()
+    times, peak = measure(lambda: model.train_step(batch, wrapper), device, warmup, iters)
+    train = Timing(f'{label} train step', name, times, peak)
+    model.eval()
+    times, peak = measure(lambda: model.test_step(infer_batch), device, warmup, iters)
+    return [train, Timing(f'{label} inference', name, times, peak)]
+
+
 def bench_models(device: torch.device, sizes: dict, amp: bool, warmup: int, iters: int,
                  which: tuple[str, ...] = ('mask_rcnn', 'cascade', 'upernet')) -> list[Timing]:
     from mmengine.optim import build_optim_wrapper
@@ -239,13 +249,8 @@ def bench_models(device: torch.device, sizes: dict, amp: bool, warmup: int, iter
             else:
                 batch = seg_batch(*sizes['seg_train'])
                 infer_batch = seg_batch(*sizes['seg_infer'])
-            model.train()
-            times, peak = measure(lambda: model.train_step(batch, wrapper), device, warmup,
-                                  iters)
-            results.append(Timing(f'{label} train step', name, times, peak))
-            model.eval()
-            times, peak = measure(lambda: model.test_step(infer_batch), device, warmup, iters)
-            results.append(Timing(f'{label} inference', name, times, peak))
+            results += _time_model(label, name, model, wrapper, batch, infer_batch, device,
+                                   warmup, iters)
             del model, wrapper
             if device.type == 'cuda':
                 torch.cuda.empty_cache()

@@ -13,7 +13,7 @@ def _dims(arch: str) -> list[int]:
     return ARCH_SETTINGS[arch]['dims']
 
 
-def build_mask_rcnn(arch: str = 'tiny', **backbone):
+def build_mask_rcnn(arch: str = 'tiny', fp32_roi: bool = False, **backbone):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
@@ -21,6 +21,9 @@ def build_mask_rcnn(arch: str = 'tiny', **backbone):
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone = dict(type='ConvNeXt', arch=arch, **backbone)
     model_cfg.neck.in_channels = _dims(arch)
+    if fp32_roi:
+        model_cfg.roi_head.bbox_roi_extractor.type = 'FP32SingleRoIExtractor'
+        model_cfg.roi_head.mask_roi_extractor.type = 'FP32SingleRoIExtractor'
     return MODELS.build(model_cfg)
 
 

@@ -1,14 +1,14 @@
 from .atomic_io import AtomicLocalBackend, atomic_write, register_atomic_local_backend
-from .compat import guard_mmpretrain_import, import_mmpretrain
+from .compat import allow_bf16_nms, guard_mmpretrain_import, import_mmpretrain
 from .hooks import EvalProgressBarHook, RNGStateHook
 from .torch_load import (
-                         UnsafeCheckpointError,
-                         allow_mmengine_checkpoints,
-                         read_checkpoint,
-                         register_mmengine_loader,
+    UnsafeCheckpointError,
+    allow_mmengine_checkpoints,
+    read_checkpoint,
+    register_mmengine_loader,
 )
 
 __all__ = ['AtomicLocalBackend', 'EvalProgressBarHook', 'RNGStateHook', 'UnsafeCheckpointError',
-           'allow_mmengine_checkpoints', 'atomic_write', 'guard_mmpretrain_import',
-           'import_mmpretrain', 'read_checkpoint', 'register_atomic_local_backend',
-           'register_mmengine_loader']
+           'allow_bf16_nms', 'allow_mmengine_checkpoints', 'atomic_write',
+           'guard_mmpretrain_import', 'import_mmpretrain', 'read_checkpoint',
+           'register_atomic_local_backend', 'register_mmengine_loader']

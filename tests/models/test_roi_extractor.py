@@ -1,0 +1,44 @@
+"""Mask R-CNN under bf16 autocast: mmcv's RoIAlign has no bf16 kernel; the fp32 extractor runs."""
+import pytest
+import torch
+
+from tests.helpers import build_mask_rcnn
+
+
+def det_inputs():
+    from convnext_dense.benchmark import det_batch
+    return det_batch(2, 64, 96, instances=3)
+
+
+def loss_under_bf16(model):
+    data = model.data_preprocessor(det_inputs(), training=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    return loss
+
+
+def test_default_extractor_fails_under_bf16():
+    torch.manual_seed(0)
+    with pytest.raises(NotImplementedError, match='BFloat16'):
+        loss_under_bf16(build_mask_rcnn('atto').train())
+
+
+def test_fp32_extractor_trains_under_bf16():
+    torch.manual_seed(0)
+    model = build_mask_rcnn('atto', fp32_roi=True).train()
+    assert type(model.roi_head.bbox_roi_extractor).__name__ == 'FP32SingleRoIExtractor'
+    loss = loss_under_bf16(model)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.backbone.stages[0][0].dwconv.weight.grad is not None
+    # in fp32 the extractor is exactly mmdet's
+    model.eval()
+    feats = tuple(torch.randn(1, 256, 16 // 2**i, 24 // 2**i) for i in range(4))
+    rois = torch.tensor([[0., 2., 2., 30., 40.], [0., 10., 5., 60., 60.]])
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    reference = SingleRoIExtractor(
+        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0), out_channels=256,
+        featmap_strides=[4, 8, 16, 32])
+    torch.testing.assert_close(model.roi_head.bbox_roi_extractor(feats, rois),
+                               reference(feats, rois), rtol=0, atol=0)

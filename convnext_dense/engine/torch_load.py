@@ -35,11 +35,15 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint's pickle references globals outside the allow-list (it could run code)."""
 
 
+_DEFAULT_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
     """Stand-in for ``builtins.getattr``: resolves only ``HistoryBuffer.<statistics method>``."""
     from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and isinstance(name, str) \
-            and name in HistoryBuffer._statistics_methods:
+    # The built-in statistics are registered only when a first HistoryBuffer is created.
+    allowed = _DEFAULT_STATISTICS | set(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and isinstance(name, str) and name in allowed:
         return getattr(HistoryBuffer, name)
     raise UnsafeCheckpointError(
         f'getattr({owner!r}, {name!r}) is not allowed while loading a checkpoint: only the '
@@ -108,11 +112,11 @@ def read_checkpoint(filename: str, map_location: str | torch.device | None = 'cp
                          f'{error}') from error
 
 
-def _load_local(filename: str, map_location: str | torch.device | None = None) -> Any:
+def load_from_local(filename: str, map_location: str | torch.device | None = None) -> Any:
     return read_checkpoint(os.path.expanduser(filename), map_location)
 
 
 def register_mmengine_loader() -> None:
     """Route mmengine's local-file checkpoint loading (resume, load_from) through
     :func:`read_checkpoint`."""
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)

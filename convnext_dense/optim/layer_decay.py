@@ -123,7 +123,7 @@ class ConvNeXtLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             settings['lr'] = settings.get('lr', self.base_lr) * scale
             if 'weight_decay' not in settings:
                 no_decay = param.ndim == 1 or name.endswith('.bias')
-                settings['weight_decay'] = 0. if no_decay else self.base_wd
+                settings['weight_decay'] = 0. if no_decay else (self.base_wd or 0.)
             settings['lr_scale'] = scale
             settings['layer_id'] = layer_id
             key = tuple(sorted(settings.items()))

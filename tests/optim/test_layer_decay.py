@@ -151,6 +151,15 @@ def test_scheduler_keeps_decay_ratios(scheduler):
     assert groups[top]['lr'] < OPTIMIZER['lr']
 
 
+def test_optimizer_without_weight_decay():
+    model = build_mask_rcnn('atto')
+    cfg = optim_cfg(decay_rate=0.9)
+    cfg['optimizer'] = dict(type='SGD', lr=0.1, momentum=0.9)
+    optimizer = build_optim_wrapper(model, cfg).optimizer
+    assert {g['weight_decay'] for g in optimizer.param_groups} == {0.}
+    assert max(g['lr'] for g in optimizer.param_groups) == pytest.approx(0.1)
+
+
 # -- bad configs ------------------------------------------------------------------------------
 def test_unknown_decay_type():
     with pytest.raises(ValueError, match="decay_type='block_wise'"):

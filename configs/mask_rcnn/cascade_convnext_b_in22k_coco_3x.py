@@ -1,0 +1,18 @@
+# Cascade Mask R-CNN ConvNeXt-B (ImageNet-22K), 3x (36 epochs), multi-scale 480-800 + crop,
+# 4conv1fc GIoU box heads. Paper: 146M params, 964 GFLOPs, 54.0 box AP / 46.9 mask AP.
+# Values as the official
+# cascade_mask_rcnn_convnext_base_..._3x_coco_in22k.py (configs/convnext/);
+# mmdet has no ConvNeXt-B config. Differs from the 1K one in weights, drop path and lr.
+_base_ = ['./_base_/cascade_convnext_coco_3x.py']
+
+pretrained = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth'
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.6,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4),
+    paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12))

@@ -1,0 +1,109 @@
+# ConvNeXt-atto (V2) Mask R-CNN on the synthetic toy COCO set (tools/make_toy_data.py): a
+# from-scratch demo sized for a CPU (its AP at the default 300 iterations is unmeasured). Longer:
+# --cfg-options train_cfg.max_iters=N (the LR schedule follows it).
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+
+# convnext_dense.datasets.CLASSES / PALETTE (configs cannot import them)
+classes = ('circle', 'square', 'triangle', 'ring', 'star')
+palette = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (240, 200, 30), (200, 60, 200)]
+metainfo = dict(classes=classes, palette=palette)
+num_classes = len(classes)
+image_size = (128, 128)
+max_iters = 300
+
+# Slimmed heads and fewer sampled RoIs than the COCO recipe (256-channel FPN, 512 RoIs per
+# image): the toy images hold at most 5 objects, and on a CPU the RoI heads' convolutions and
+# RoIAlign backward dominate the step time.
+fpn_channels = 128
+model = dict(
+    backbone=dict(
+        _delete_=True, type='ConvNeXt', arch='atto', drop_path_rate=0.1, init_cfg=None),
+    neck=dict(in_channels=[40, 80, 160, 320], out_channels=fpn_channels),
+    rpn_head=dict(
+        in_channels=fpn_channels,
+        feat_channels=fpn_channels,
+        # toy objects are 16-60 px: anchors of 16..256 px instead of 32..512
+        anchor_generator=dict(scales=[4])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=fpn_channels),
+        bbox_head=dict(in_channels=fpn_channels, fc_out_channels=512, num_classes=num_classes),
+        mask_roi_extractor=dict(out_channels=fpn_channels),
+        mask_head=dict(in_channels=fpn_channels, conv_out_channels=fpn_channels,
+                       num_classes=num_classes)),
+    train_cfg=dict(
+        rpn=dict(sampler=dict(num=128)),
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+
+data_root = 'data/toy_coco/'
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=4),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=2,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json',
+                     metric=['bbox', 'segm'])
+test_evaluator = val_evaluator
+
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(decay_rate=0.9, decay_type='layer_wise'),
+    clip_grad=dict(max_norm=10.0))
+# Warmup and decay overlap from iteration 0 and multiply (both schedulers are chainable, eta_min
+# is 0): a run shorter than the warmup still works. PolyLR has no `end`, so it ends at
+# train_cfg.max_iters, whatever that is set to.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0),
+]
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                    max_keep_ckpts=2))
+log_processor = dict(by_epoch=False, window_size=20)
+randomness = dict(seed=0)

@@ -1,0 +1,169 @@
+"""tools/coco_eval.py gives pycocotools' own numbers for saved result files, and bad input is
+an error that names the file."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from convnext_dense.datasets import make_toy_data
+from convnext_dense.evaluation import METRIC_NAMES, evaluate_files
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def noisy_results(coco: COCO, seed: int = 0) -> tuple[list, list]:
+    """bbox and segm results made from the ground truth: jittered boxes, dilated or eroded
+    masks, some misses, false positives, random scores."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    bbox, segm = [], []
+    kernel = np.ones((3, 3), np.uint8)
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        if rng.random() < 0.1:
+            continue  # missed
+        x, y, w, h = ann['bbox']
+        score = float(rng.uniform(0.2, 1.0))
+        category = ann['category_id'] if rng.random() > 0.1 else int(rng.integers(1, 6))
+        jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        bbox.append(dict(image_id=ann['image_id'], category_id=category, score=score,
+                         bbox=[float(x + jitter[0]), float(y + jitter[1]),
+                               float(max(w + jitter[2], 1)), float(max(h + jitter[3], 1))]))
+        mask = coco.annToMask(ann)
+        mask = (cv2.dilate if rng.random() < 0.5 else cv2.erode)(mask, kernel)
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        rle['counts'] = rle['counts'].decode('ascii')  # as mmdet writes it
+        segm.append(dict(image_id=ann['image_id'], category_id=category, score=score,
+                         segmentation=rle))
+    for image in coco.loadImgs(coco.getImgIds()):  # false positives
+        for _ in range(2):
+            x, y = rng.uniform(0, image['width'] - 20, 2)
+            score, category = float(rng.uniform(0, 0.6)), int(rng.integers(1, 6))
+            bbox.append(dict(image_id=image['id'], category_id=category, score=score,
+                             bbox=[float(x), float(y), 16.0, 16.0]))
+            mask = np.zeros((image['height'], image['width']), np.uint8)
+            mask[int(y):int(y) + 16, int(x):int(x) + 16] = 1
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle['counts'] = rle['counts'].decode('ascii')
+            segm.append(dict(image_id=image['id'], category_id=category, score=score,
+                             segmentation=rle))
+    return bbox, segm
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp('coco_eval')
+    make_toy_data(str(root / 'data'), num_train=1, num_val=8, size=96, seed=1)
+    ann = root / 'data/toy_coco/annotations/instances_val.json'
+    bbox, segm = noisy_results(COCO(str(ann)))
+    paths = dict(ann=ann, bbox=root / 'res.bbox.json', segm=root / 'res.segm.json')
+    paths['bbox'].write_text(json.dumps(bbox))
+    paths['segm'].write_text(json.dumps(segm))
+    return paths
+
+
+def reference_stats(ann: Path, results: Path, iou_type: str) -> list[float]:
+    coco = COCO(str(ann))
+    evaluator = COCOeval(coco, coco.loadRes(str(results)), iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return [float(v) for v in evaluator.stats]
+
+
+def run_tool(*args, cwd=None):
+    return subprocess.run([sys.executable, ROOT / 'tools/coco_eval.py', *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_tool_matches_cocoeval(files, tmp_path):
+    out = tmp_path / 'summary' / 'coco.json'
+    result = run_tool('--ann', files['ann'], '--bbox', files['bbox'], '--segm', files['segm'],
+                      '--out', out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    for iou_type in ('bbox', 'segm'):
+        expected = reference_stats(files['ann'], files[iou_type], iou_type)
+        assert 0.1 < expected[0] < 0.95  # noisy: neither trivial nor perfect
+        metrics = summary[iou_type]['metrics']
+        assert list(metrics) == list(METRIC_NAMES)
+        assert [metrics[name] for name in METRIC_NAMES] == expected
+        # printed: each of the 12 numbers with its name, in COCOeval's format
+        section = result.stdout.split(f'{iou_type}: ')[1].splitlines()[1:13]
+        for name, line, value in zip(METRIC_NAMES, section, expected):
+            assert line.split()[0] == name and line.endswith(f'= {value:0.3f}')
+    assert summary['bbox']['num_results'] == len(json.loads(files['bbox'].read_text()))
+    assert not [p for p in out.parent.iterdir() if p != out]  # no partial file left
+
+
+def test_bbox_only(files):
+    summary = evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])))
+    assert 'segm' not in summary
+    expected = reference_stats(files['ann'], files['bbox'], 'bbox')
+    assert list(summary['bbox']['metrics'].values()) == expected
+
+
+def write(path: Path, obj) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_missing_and_foreign_annotation_file(files, tmp_path):
+    missing = tmp_path / 'nope.json'
+    with pytest.raises(FileNotFoundError, match=r"annotation file '.*nope\.json' does not exist"):
+        evaluate_files(str(missing), dict(bbox=str(files['bbox'])))
+    not_coco = write(tmp_path / 'labels.json', dict(images=[], labels=[]))
+    with pytest.raises(ValueError, match=r"labels\.json' is not a COCO annotation file"):
+        evaluate_files(not_coco, dict(bbox=str(files['bbox'])))
+
+
+def test_bad_results_files(files, tmp_path):
+    ann = str(files['ann'])
+    with pytest.raises(FileNotFoundError, match=r"results file '.*gone\.json' does not exist"):
+        evaluate_files(ann, dict(bbox=str(tmp_path / 'gone.json')))
+    (tmp_path / 'broken.json').write_text('[{"image_id": 1,')
+    with pytest.raises(ValueError, match=r"results file '.*broken\.json' is not JSON"):
+        evaluate_files(ann, dict(bbox=str(tmp_path / 'broken.json')))
+    with pytest.raises(ValueError, match=r"instances_val\.json' is not a list of bbox results "
+                       r'but a dict \(it looks like an annotation file\)'):
+        evaluate_files(ann, dict(bbox=ann))
+    empty = write(tmp_path / 'empty.json', [])
+    with pytest.raises(ValueError, match=r"results file '.*empty\.json' is empty"):
+        evaluate_files(ann, dict(segm=empty))
+    # bbox results given as segm results
+    with pytest.raises(ValueError, match=r"res\.bbox\.json'.*result \[0\] has no segmentation"):
+        evaluate_files(ann, dict(segm=str(files['bbox'])))
+
+
+def test_results_of_another_annotation_set(files, tmp_path):
+    results = json.loads(files['bbox'].read_text())
+    foreign = copy.deepcopy(results)
+    foreign[0]['image_id'] = 999
+    foreign[1]['image_id'] = 1000
+    path = write(tmp_path / 'foreign.bbox.json', foreign)
+    with pytest.raises(ValueError, match=r"results file '.*foreign\.bbox\.json' is for another "
+                       r'annotation set: image ids 1000, 999 not in .*instances_val\.json'):
+        evaluate_files(str(files['ann']), dict(bbox=path))
+    result = run_tool('--ann', files['ann'], '--bbox', path)
+    assert result.returncode != 0
+    assert 'is for another annotation set: image ids 1000, 999 not in' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+    results[0]['category_id'] = 91
+    path = write(tmp_path / 'cats.bbox.json', results)
+    with pytest.raises(ValueError, match=r"cats\.bbox\.json': category ids 91 are not among the "
+                       r'categories of .*instances_val\.json \(1, 2, 3, 4, 5\)'):
+        evaluate_files(str(files['ann']), dict(bbox=path))
+
+
+def test_no_results_file(files):
+    with pytest.raises(ValueError, match='no results file to evaluate'):
+        evaluate_files(str(files['ann']), {})
+    with pytest.raises(ValueError, match=r"iou types \['keypoints'\] are not supported"):
+        evaluate_files(str(files['ann']), dict(keypoints=str(files['bbox'])))

@@ -1,0 +1,226 @@
+"""The user's main job, run through the real tools in subprocesses: make the toy data, train,
+test (COCO AP / mIoU), demo picture, distributed training on 2 CPU processes, kill and resume,
+and bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import convnext_dense  # noqa: F401  (checkpoints load with weights_only=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
+SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
+PYTHON = sys.executable
+
+
+def run_tool(args, cwd, check=True, timeout=600, env=None):
+    result = subprocess.run([PYTHON, *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, args))} failed:\n{result.stdout[-3000:]}\n'
+                             f'{result.stderr[-3000:]}')
+    return result
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """A folder holding data/ made by tools/make_toy_data.py, the cwd of every run."""
+    root = tmp_path_factory.mktemp('toy')
+    run_tool([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', '16',
+              '--num-val', '4'], cwd=root)
+    return root
+
+
+def short_run(iters, interval):
+    return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={interval}', 'default_hooks.logger.interval=1',
+            'randomness.seed=0']
+
+
+def scalars(work_dir: Path) -> list[dict]:
+    files = sorted(work_dir.glob('*/vis_data/scalars.json'))
+    assert files, f'no scalars.json under {work_dir}'
+    return [json.loads(line) for line in files[-1].read_text().splitlines()]
+
+
+def test_segmentation_train_test_demo(workspace):
+    work_dir = workspace / 'seg'
+    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', work_dir, *short_run(4, 4)],
+             cwd=workspace)
+    checkpoint = work_dir / 'iter_4.pth'
+    assert checkpoint.is_file()
+    result = run_tool([ROOT / 'tools/test.py', SEG_CONFIG, checkpoint, '--work-dir',
+                       workspace / 'seg_test', '--out', workspace / 'seg_pred'],
+                      cwd=workspace)
+    assert 'mIoU' in result.stdout and 'aAcc' in result.stdout
+    assert any((workspace / 'seg_pred').iterdir())
+    image = next((workspace / 'data/toy_ade/images/validation').iterdir())
+    out = workspace / 'seg_demo.png'
+    run_tool([ROOT / 'tools/demo.py', image, SEG_CONFIG, checkpoint, '--out', out],
+             cwd=workspace)
+    assert out.stat().st_size > 0
+
+
+def test_detection_train_test_eval_demo(workspace):
+    work_dir = workspace / 'det'
+    run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', work_dir, *short_run(4, 4)],
+             cwd=workspace)
+    checkpoint = work_dir / 'iter_4.pth'
+    prefix = workspace / 'det_results'
+    result = run_tool([ROOT / 'tools/test.py', DET_CONFIG, checkpoint, '--work-dir',
+                       workspace / 'det_test', '--out', workspace / 'det.pkl', '--cfg-options',
+                       f'test_evaluator.outfile_prefix={prefix}'], cwd=workspace)
+    output = result.stdout + result.stderr
+    assert 'Evaluating bbox' in output and 'Evaluating segm' in output
+    assert output.count('Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all') == 2
+    assert (workspace / 'det.pkl').stat().st_size > 0
+    ann = workspace / 'data/toy_coco/annotations/instances_val.json'
+    if Path(f'{prefix}.bbox.json').is_file() and json.loads(Path(f'{prefix}.bbox.json')
+                                                            .read_text()):
+        evaluated = run_tool([ROOT / 'tools/coco_eval.py', '--ann', ann, '--bbox',
+                              f'{prefix}.bbox.json'], cwd=workspace)
+        assert 'AP50' in evaluated.stdout
+    image = next((workspace / 'data/toy_coco/val').iterdir())
+    out = workspace / 'det_demo.png'
+    run_tool([ROOT / 'tools/demo.py', image, DET_CONFIG, checkpoint, '--out', out,
+              '--score-thr', '0.0'], cwd=workspace)
+    assert out.stat().st_size > 0
+
+
+DETERMINISTIC_SEG = """
+_base_ = [{base!r}]
+# No random augmentation and no dropout (each rank draws its own), GroupNorm instead of
+# BatchNorm in the heads (BN statistics over 2 images per process differ from those over 4;
+# SyncBN needs CUDA), and SGD at a constant lr (Adam's first steps are sign(grad): rounding
+# noise in near-zero gradients would flip whole steps), so that 1 and 2 processes compute
+# the same steps.
+_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+             dict(type='Resize', scale=(128, 128), keep_ratio=False), dict(type='PackSegInputs')]
+train_dataloader = dict(dataset=dict(pipeline=_pipeline))
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+_gn = dict(type='GN', num_groups=16, requires_grad=True)
+model = dict(backbone=dict(drop_path_rate=0.0),
+             decode_head=dict(norm_cfg=_gn, dropout_ratio=0.0),
+             auxiliary_head=dict(norm_cfg=_gn, dropout_ratio=0.0))
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='SGD', lr=0.05, momentum=0.9))
+"""
+
+
+def fixed_batch_loss(config: str, checkpoint: Path, data_root: Path) -> float:
+    """The model's loss on the first 4 validation images (eval-mode BatchNorm)."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS, MODELS
+    cfg = Config.fromfile(config)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)['state_dict'])
+    model.eval()
+    dataset_cfg = cfg.val_dataloader.dataset
+    dataset_cfg.data_root = str(data_root)
+    dataset = DATASETS.build(dataset_cfg)
+    data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(4)]), True)
+    with torch.no_grad():
+        loss, _ = model.parse_losses(model.loss(data['inputs'], data['data_samples']))
+    return loss.item()
+
+
+def test_distributed_matches_single_process(workspace):
+    """2 gloo processes x 2 images vs 1 process x 4 images, same seed and data order.
+
+    Not bitwise equal (gradients are summed in another order), so the stated tolerance: after
+    6 steps, the two models' losses on a fixed batch differ by less than 2% of what the
+    1-process run's loss moved between its step-2 and step-6 checkpoints.
+    """
+    config = workspace / 'seg_deterministic.py'
+    config.write_text(DETERMINISTIC_SEG.format(base=SEG_CONFIG))
+    steps = 6
+    single = workspace / 'single'
+    run_tool([ROOT / 'tools/train.py', config, '--work-dir', single, *short_run(steps, 2),
+              'train_dataloader.batch_size=4', 'default_hooks.checkpoint.max_keep_ckpts=5'],
+             cwd=workspace)
+    dist = workspace / 'dist'
+    env = dict(os.environ, PORT='29517', PYTHON=PYTHON, OMP_NUM_THREADS='1')
+    result = subprocess.run(['bash', ROOT / 'tools/dist_train.sh', config, '2',
+                             '--work-dir', dist, *short_run(steps, steps),
+                             'train_dataloader.batch_size=2'],
+                            cwd=workspace, capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'distributed on gloo over 2 CPU processes' in result.stdout + result.stderr
+    assert any('mIoU' in row for row in scalars(dist))  # it evaluated too
+    data_root = workspace / 'data/toy_ade'
+    early = fixed_batch_loss(str(config), single / 'iter_2.pth', data_root)
+    single_loss = fixed_batch_loss(str(config), single / f'iter_{steps}.pth', data_root)
+    dist_loss = fixed_batch_loss(str(config), dist / f'iter_{steps}.pth', data_root)
+    progress = abs(single_loss - early)
+    assert progress > 0.01, (early, single_loss)
+    assert abs(dist_loss - single_loss) < 0.02 * progress, (early, single_loss, dist_loss)
+
+
+def test_kill_and_resume_is_bitwise(workspace):
+    options = [*short_run(8, 2), 'randomness.deterministic=True',
+               'model.backbone.drop_path_rate=0.2']
+    straight = workspace / 'straight'
+    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', straight, *options],
+             cwd=workspace)
+
+    killed = workspace / 'killed'
+    process = subprocess.Popen([PYTHON, ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir',
+                                killed, *options], cwd=workspace, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (killed / 'iter_4.pth').exists():
+        assert process.poll() is None, 'training ended before it could be killed'
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / 'iter_8.pth').exists()
+    pointer = (killed / 'last_checkpoint').read_text().strip()
+    torch.load(pointer, weights_only=True)  # points at a complete checkpoint
+
+    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', killed, '--resume', *options],
+             cwd=workspace)
+    expected = torch.load(straight / 'iter_8.pth', weights_only=True)['state_dict']
+    resumed = torch.load(killed / 'iter_8.pth', weights_only=True)['state_dict']
+    assert expected.keys() == resumed.keys()
+    different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
+    assert not different, different[:5]
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_missing_data_root(tmp_path):
+    result = run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', tmp_path / 'w',
+                       *short_run(2, 2)], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert 'data/toy_ade' in result.stderr[-2000:]
+
+
+def test_cfg_options_typo(workspace):
+    result = run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--cfg-options',
+                       'train_cfg.max_iter=2'], cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert "did you mean 'max_iters'" in result.stderr
+    assert not (workspace / 'work_dirs').exists()  # nothing half-written
+
+
+def test_corrupt_image(workspace, tmp_path):
+    import shutil
+    data = tmp_path / 'data'
+    shutil.copytree(workspace / 'data', data)
+    victim = sorted((data / 'toy_ade/images/training').iterdir())[0]
+    victim.write_bytes(b'not an image')
+    result = run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', tmp_path / 'w',
+                       *short_run(4, 4), 'train_dataloader.num_workers=0',
+                       'train_dataloader.persistent_workers=False'], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert victim.name in result.stderr[-3000:]

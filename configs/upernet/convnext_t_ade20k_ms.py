@@ -6,22 +6,6 @@ _base_ = ['./convnext_t_ade20k.py']
 
 # Each scale is inferred on the whole image, as the official ms+flip numbers were (the
 # official *_ms.py / 640 configs keep upernet_convnext.py's test_cfg mode='whole'; mmseg has
-# no ms configs).
+# no ms configs). tta_model and tta_pipeline (scales 0.5-1.75 x flip) come from mmseg's
+# ade20k base.
 model = dict(test_cfg=dict(_delete_=True, mode='whole'))
-
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-tta_model = dict(type='SegTTAModel')
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
-]

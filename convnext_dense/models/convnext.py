@@ -323,7 +323,10 @@ class ConvNeXt(BaseModule):
         for i in range(NUM_STAGES):
             x = self.stages[i](self.downsample_layers[i](x))
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                # LayerNorm2d returns a channels-last strided view. Downstream ops that read NCHW
+                # memory directly break on it: mmcv 2.1.0's RoIAlign returns wrong features for
+                # a channels-last input (no error), and Mask R-CNN does not learn.
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
             if i == self.out_indices[-1]:
                 break  # later stages would feed no output
         return tuple(outs)

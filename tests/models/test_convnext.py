@@ -137,6 +137,8 @@ def test_every_arch_shapes_and_strides(version, arch):
         outs = model(torch.randn(1, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s)
                                               for c, s in zip(dims, [4, 8, 16, 32])]
+    # NCHW memory, as mmdet/mmseg necks and mmcv ops expect (mmcv's RoIAlign misreads others)
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_out_indices_negative_and_subset():
@@ -203,6 +205,7 @@ def test_channels_last_same_output():
             x.to(memory_format=torch.channels_last))
     for a, b in zip(reference, fast):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert b.is_contiguous()  # outputs are NCHW whatever the model's memory format
 
 
 def test_bf16_autocast_runs_in_bf16():

@@ -1,4 +1,5 @@
-"""Mask R-CNN under bf16 autocast: mmcv's RoIAlign has no bf16 kernel; the fp32 extractor runs."""
+"""RoI features of a ConvNeXt Mask R-CNN: right (torchvision's roi_align as the reference), and
+under bf16 autocast (mmcv's RoIAlign has no bf16 kernel; the fp32 extractor runs)."""
 import pytest
 import torch
 
@@ -42,3 +43,19 @@ def test_fp32_extractor_trains_under_bf16():
         featmap_strides=[4, 8, 16, 32])
     torch.testing.assert_close(model.roi_head.bbox_roi_extractor(feats, rois),
                                reference(feats, rois), rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_roi_features_match_torchvision_roi_align():
+    # Regression: the backbone used to return channels-last strided outputs, on which mmcv
+    # 2.1.0's RoIAlign silently reads the wrong memory, so Mask R-CNN could not learn.
+    from torchvision.ops import roi_align
+    torch.manual_seed(0)
+    model = build_mask_rcnn('atto').eval()
+    feats = model.neck(model.backbone(torch.randn(2, 3, 96, 128)))
+    # boxes under 112 px (sqrt of the area) go to the first FPN level, stride 4
+    rois = torch.tensor([[0., 3.5, 4.0, 50.0, 41.2], [1., 30.0, 10.0, 90.0, 70.0],
+                         [1., 0.0, 0.0, 20.0, 20.0]])
+    reference = roi_align(feats[0], rois, (7, 7), spatial_scale=1 / 4, sampling_ratio=0,
+                          aligned=True)
+    torch.testing.assert_close(model.roi_head.bbox_roi_extractor(feats[:4], rois), reference)

@@ -1,5 +1,6 @@
 # ConvNeXt-atto (V2) Mask R-CNN on the synthetic toy COCO set (tools/make_toy_data.py): a
-# from-scratch demo sized for a CPU (its AP at the default 300 iterations is unmeasured). Longer:
+# from-scratch demo sized for a CPU. At the default 300 iterations on the default toy set it
+# reaches bbox AP 0.57 / segm AP 0.59 on the 16 held-out images (README, learning check). Longer:
 # --cfg-options train_cfg.max_iters=N (the LR schedule follows it).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
@@ -102,7 +103,8 @@ param_scheduler = [
 ]
 
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
+    # evaluations logged by iteration (the iteration-based schedule), not all as "epoch 0"
+    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                     max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=20)

@@ -52,10 +52,18 @@ def scalars(work_dir: Path) -> list[dict]:
 
 def test_segmentation_train_test_demo(workspace):
     work_dir = workspace / 'seg'
-    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', work_dir, *short_run(4, 4)],
-             cwd=workspace)
+    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', work_dir, '--tensorboard',
+              *short_run(4, 4)], cwd=workspace)
     checkpoint = work_dir / 'iter_4.pth'
     assert checkpoint.is_file()
+    # --tensorboard: an event file TensorBoard itself reads, with the training loss and mIoU
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events, = work_dir.glob('*/vis_data/events.out.tfevents.*')
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = accumulator.Tags()['scalars']
+    assert 'loss' in tags and 'mIoU' in tags, tags
+    assert [event.step for event in accumulator.Scalars('loss')] == [1, 2, 3, 4]
     result = run_tool([ROOT / 'tools/test.py', SEG_CONFIG, checkpoint, '--work-dir',
                        workspace / 'seg_test', '--out', workspace / 'seg_pred'],
                       cwd=workspace)

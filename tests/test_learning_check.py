@@ -1,0 +1,86 @@
+"""convnext_dense.learning_check: the options it gives tools/train.py exist in the real toy
+configs, it reads the metrics mmengine's own LocalVisBackend writes, and one tiny run goes
+through the real tools/train.py end to end."""
+import json
+
+import pytest
+from mmengine.visualization import LocalVisBackend
+
+from convnext_dense.datasets import make_toy_data
+from convnext_dense.engine.launch import load_config
+from convnext_dense.learning_check import (
+    REPO_ROOT,
+    TASKS,
+    TaskResult,
+    format_results,
+    read_val_metrics,
+    run_task,
+)
+
+
+@pytest.mark.parametrize('name', sorted(TASKS))
+def test_data_options_are_config_keys(name):
+    task = TASKS[name]
+    options = task.data_options('/toy/root')
+    # load_config refuses keys the config does not have (typos), naming them
+    cfg = load_config(f'{REPO_ROOT}/{task.config}', options)
+    root = f'/toy/root/{task.dataset_dir}/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == root
+    if name == 'mask_rcnn':
+        assert cfg.val_evaluator.ann_file == root + 'annotations/instances_val.json'
+        # evaluations are logged by iteration, so each one can be told apart
+        assert cfg.default_hooks.logger.log_metric_by_epoch is False
+
+
+def write_scalars(save_dir, records):
+    backend = LocalVisBackend(save_dir=str(save_dir))
+    for step, record in records:
+        backend.add_scalars(record, step=step)
+    backend.close()
+
+
+def test_read_val_metrics_takes_the_newest_run(tmp_path):
+    write_scalars(tmp_path / '20260101_000000' / 'vis_data',
+                  [(5, {'mIoU': 1.0})])
+    write_scalars(tmp_path / '20260102_000000' / 'vis_data',
+                  [(10, {'loss': 2.0}), (20, {'mIoU': 50.0, 'aAcc': 90.0}), (30, {'loss': 1.0}),
+                   (40, {'mIoU': 85.5})])
+    evaluations = read_val_metrics(str(tmp_path), 'mIoU')
+    assert [(e['step'], e['mIoU']) for e in evaluations] == [(20, 50.0), (40, 85.5)]
+    result = TaskResult('upernet', 40, 12.0, 'mIoU', 80.0, ('aAcc', 'mAcc'), evaluations)
+    assert result.final == 85.5 and result.met
+    table = format_results([result, TaskResult('mask_rcnn', 9, 1.0, 'coco/bbox_mAP', 0.5)])
+    # aAcc is shown only where the last evaluation has it (here it does not)
+    assert '| upernet | 40 | 12 s | mIoU: 50 at 20, 85.5 at 40 | >= 80: met |  |' in table
+    assert ('| mask_rcnn | 9 | 1 s | coco/bbox_mAP: no evaluation | >= 0.5: NOT met |  |'
+            in table)
+    evaluations[-1]['aAcc'] = 97.25
+    assert '| >= 80: met | aAcc 97.25 |' in format_results([result])
+
+
+def test_read_val_metrics_errors_name_the_place(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no .*scalars.json under'):
+        read_val_metrics(str(tmp_path), 'mIoU')
+    scalars = tmp_path / 'run' / 'vis_data' / 'scalars.json'
+    scalars.parent.mkdir(parents=True)
+    scalars.write_text(json.dumps({'mIoU': 1.0, 'step': 1}) + '\n{truncated\n')
+    with pytest.raises(ValueError, match=r'scalars.json:2: not a JSON line'):
+        read_val_metrics(str(tmp_path), 'mIoU')
+
+
+def test_run_task_rejects_bad_schedule(tmp_path):
+    with pytest.raises(ValueError, match='val_interval=0'):
+        run_task(TASKS['upernet'], str(tmp_path), str(tmp_path / 'w'), 2, 0)
+
+
+def test_run_task_trains_and_reads_back_the_evaluations(tmp_path):
+    make_toy_data(str(tmp_path / 'data'), num_train=4, num_val=2)
+    result = run_task(TASKS['upernet'], str(tmp_path / 'data'), str(tmp_path / 'work'),
+                      iters=2, val_interval=1,
+                      cfg_options=['train_dataloader.batch_size=2',
+                                   'train_dataloader.num_workers=0',
+                                   'val_dataloader.num_workers=0'])
+    assert [e['step'] for e in result.evaluations] == [1, 2]
+    assert 0.0 <= result.final <= 100.0
+    assert (tmp_path / 'work' / 'iter_2.pth').is_file()

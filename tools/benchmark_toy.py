@@ -1,0 +1,75 @@
+"""The learning check: train the toy UperNet and Mask R-CNN from scratch and report their
+held-out mIoU / box AP against the targets (mIoU >= 80, bbox AP >= 0.5); see
+convnext_dense/learning_check.py.
+
+    python tools/benchmark_toy.py [--tasks upernet mask_rcnn] [--iters N] [--val-interval N]
+                                  [--num-train 512] [--num-val 64] [--work-dir DIR]
+                                  [--out summary.json] [--cfg-options k=v ...]
+
+Makes its own toy set (WORK_DIR/data, larger than the demo's) unless it is there already, trains
+each task with tools/train.py and prints a Markdown table. Exits with 1 if a target is not met.
+"""
+import argparse
+import json
+import os.path as osp
+import platform
+import sys
+
+import torch
+
+from convnext_dense.datasets import make_toy_data
+from convnext_dense.learning_check import TASKS, format_results, run_task
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Toy learning check (slow: a benchmark)')
+    parser.add_argument('--tasks', nargs='+', choices=list(TASKS), default=list(TASKS))
+    parser.add_argument('--iters', type=int, default=None,
+                        help='training iterations (default: per task, ' + ', '.join(
+                            f'{t.name} {t.iters}' for t in TASKS.values()) + ')')
+    parser.add_argument('--val-interval', type=int, default=None,
+                        help='evaluate every N iterations (default: a third of --iters)')
+    parser.add_argument('--num-train', type=int, default=512, help='toy training images')
+    parser.add_argument('--num-val', type=int, default=64, help='held-out toy images')
+    parser.add_argument('--work-dir', default='work_dirs/benchmark_toy')
+    parser.add_argument('--out', default=None,
+                        help='summary JSON (default: WORK_DIR/summary.json)')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='passed on to tools/train.py for every task')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    data_root = osp.join(args.work_dir, 'data')
+    if not osp.isfile(osp.join(data_root, 'toy_coco', 'annotations', 'instances_val.json')):
+        print(f'making the toy data ({args.num_train} training / {args.num_val} held-out '
+              f'images) under {data_root}', flush=True)
+        make_toy_data(data_root, num_train=args.num_train, num_val=args.num_val, overwrite=True)
+    results = []
+    for name in args.tasks:
+        task = TASKS[name]
+        iters = args.iters or task.iters
+        val_interval = args.val_interval or max(iters // 3, 1)
+        results.append(run_task(task, osp.abspath(data_root), osp.join(args.work_dir, name),
+                                iters, val_interval, args.cfg_options))
+    table = format_results(results)
+    print(table)
+    summary = dict(
+        hardware=dict(machine=platform.machine(), processor=platform.processor(),
+                      cpu_threads=torch.get_num_threads(),
+                      cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None),
+        num_train=args.num_train, num_val=args.num_val,
+        results=[dict(task=r.task, iters=r.iters, seconds=round(r.seconds, 1), metric=r.metric,
+                      target=r.target, final=r.final, met=r.met, evaluations=r.evaluations)
+                 for r in results],
+        table=table)
+    out = args.out or osp.join(args.work_dir, 'summary.json')
+    with open(out, 'w') as file:
+        json.dump(summary, file, indent=2)
+    print(f'summary: {out}')
+    sys.exit(0 if all(r.met for r in results) else 1)
+
+
+if __name__ == '__main__':
+    main()

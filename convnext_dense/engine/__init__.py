@@ -1,6 +1,6 @@
 from .atomic_io import AtomicLocalBackend, atomic_write, register_atomic_local_backend
 from .compat import allow_bf16_nms, guard_mmpretrain_import, import_mmpretrain
-from .hooks import EvalProgressBarHook, RNGStateHook
+from .hooks import EvalProgressBarHook, LoadCheckpointHook, RNGStateHook
 from .torch_load import (
     UnsafeCheckpointError,
     allow_mmengine_checkpoints,
@@ -8,7 +8,7 @@ from .torch_load import (
     register_mmengine_loader,
 )
 
-__all__ = ['AtomicLocalBackend', 'EvalProgressBarHook', 'RNGStateHook', 'UnsafeCheckpointError',
-           'allow_bf16_nms', 'allow_mmengine_checkpoints', 'atomic_write',
-           'guard_mmpretrain_import', 'import_mmpretrain', 'read_checkpoint',
+__all__ = ['AtomicLocalBackend', 'EvalProgressBarHook', 'LoadCheckpointHook', 'RNGStateHook',
+           'UnsafeCheckpointError', 'allow_bf16_nms', 'allow_mmengine_checkpoints',
+           'atomic_write', 'guard_mmpretrain_import', 'import_mmpretrain', 'read_checkpoint',
            'register_atomic_local_backend', 'register_mmengine_loader']

@@ -6,6 +6,9 @@
   not the RNG streams).
 * :class:`EvalProgressBarHook` shows a progress bar over the dataset during validation and
   testing on rank 0.
+* :class:`LoadCheckpointHook` loads the checkpoint ``tools/test.py`` evaluates, refusing one that
+  does not fit the model (mmengine's ``load_from`` only warns) and converting a ConvNeXt backbone
+  stored in another layout.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.utils import ProgressBar
 
@@ -125,3 +130,34 @@ class EvalProgressBarHook(Hook):
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         self._finish()
+
+
+@HOOKS.register_module()
+class LoadCheckpointHook(Hook):
+    """Load a whole-model checkpoint before the run, every tensor accounted for.
+
+    Used instead of ``load_from`` (which loads with ``strict=False`` and only warns): see
+    :func:`convnext_dense.checkpoint.fit_model_state_dict`. Runs at ``before_run``, before the
+    Runner's own (then empty) ``load_from``.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def before_run(self, runner) -> None:
+        from ..checkpoint import fit_model_state_dict, unwrap_checkpoint
+        from .torch_load import read_checkpoint
+
+        model = runner.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
+        state = unwrap_checkpoint(read_checkpoint(self.checkpoint))
+        state = {k[len('module.'):] if k.startswith('module.') else k: v
+                 for k, v in state.items()}
+        state, notes = fit_model_state_dict(model.state_dict(), state,
+                                            source=f'checkpoint {self.checkpoint!r}')
+        model.load_state_dict(state, strict=False)  # fit_model_state_dict checked every key
+        print_log('; '.join([f'Load checkpoint from {self.checkpoint}: every tensor of the '
+                             'model loaded', *notes]), logger='current')

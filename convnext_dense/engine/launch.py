@@ -221,7 +221,11 @@ def prepare_test_cfg(config: str,
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
     cfg = load_config(config, cfg_options)
-    cfg.load_from = checkpoint
+    # LoadCheckpointHook instead of load_from: it refuses a checkpoint of another model (mmengine
+    # would only warn and evaluate untrained weights) and converts another backbone layout.
+    cfg.load_from = None
+    cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
+                        dict(type='LoadCheckpointHook', checkpoint=checkpoint)]
     if cfg.default_scope == 'mmdet' and cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
     if tta:

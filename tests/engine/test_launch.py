@@ -79,6 +79,15 @@ def test_prepare_train_cfg(config_file, tmp_path):
         prepare_train_cfg(config_file, resume='missing.pth')
 
 
+def test_prepare_test_cfg_loads_through_the_checking_hook(config_file, tmp_path):
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    cfg = prepare_test_cfg(config_file, str(checkpoint))
+    # not load_from: mmengine loads that with strict=False and only warns
+    assert cfg.load_from is None
+    assert dict(type='LoadCheckpointHook', checkpoint=str(checkpoint)) in cfg.custom_hooks
+
+
 def test_prepare_test_cfg_errors(config_file, tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         prepare_test_cfg(config_file, str(tmp_path / 'nope.pth'))

@@ -133,7 +133,8 @@ def test_test_tool_loads_mmcv1_era_checkpoint(workspace, task):
     result = run_tool([ROOT / 'tools/test.py', config, checkpoint, '--work-dir',
                        workspace / f'{task}_mmcv1_test'], cwd=workspace)
     output = result.stdout + result.stderr
-    # mmengine's load_state_dict names any key the model and the file do not share
+    # LoadCheckpointHook refuses a file that lacks any of the model's tensors
+    assert 'every tensor of the model loaded' in output, output[-3000:]
     assert 'missing keys' not in output and 'unexpected key' not in output, output[-3000:]
     assert ('bbox_mAP' in output) if task == 'mask_rcnn' else ('mIoU' in output)
 
@@ -255,6 +256,18 @@ def test_cfg_options_typo(workspace):
     assert result.returncode != 0
     assert "did you mean 'max_iters'" in result.stderr
     assert not (workspace / 'work_dirs').exists()  # nothing half-written
+
+
+def test_checkpoint_of_another_model(workspace, tmp_path):
+    # mmengine's load_from would warn and evaluate untrained weights; tools/test.py refuses
+    checkpoint = tmp_path / 'resnet.pth'
+    torch.save({'state_dict': {'backbone.conv1.weight': torch.zeros(64, 3, 7, 7)}}, checkpoint)
+    result = run_tool([ROOT / 'tools/test.py', SEG_CONFIG, checkpoint, '--work-dir',
+                       tmp_path / 'w'], cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert f"checkpoint '{checkpoint}' lacks" in result.stderr[-3000:]
+    assert "it is a checkpoint of another model (first keys in it: ['backbone.conv1.weight']" \
+        in result.stderr[-3000:]
 
 
 def test_corrupt_image(workspace, tmp_path):

@@ -12,6 +12,7 @@ import os.path as osp
 import mmcv
 import numpy as np
 
+from .checkpoint import load_model_checkpoint
 from .engine.launch import adapt_to_cpu, load_config
 
 
@@ -40,7 +41,8 @@ def draw_prediction(image: str,
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
-        model = init_detector(cfg, checkpoint, device=device)
+        model = init_detector(cfg, checkpoint, device=device)  # also reads dataset_meta
+        load_model_checkpoint(model, checkpoint)  # mmdet loads with strict=False: check
         result = inference_detector(model, image)
         visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='demo_det',
                                             vis_backends=[]))
@@ -51,6 +53,7 @@ def draw_prediction(image: str,
         from mmseg.apis import inference_model, init_model
         from mmseg.registry import VISUALIZERS
         model = init_model(cfg, checkpoint, device=device)
+        load_model_checkpoint(model, checkpoint)
         result = inference_model(model, image)
         visualizer = VISUALIZERS.build(dict(type='SegLocalVisualizer', name='demo_seg',
                                             vis_backends=[], alpha=0.5))

@@ -370,3 +370,15 @@ def fit_model_state_dict(model_state: Mapping[str, torch.Tensor],
         notes.append(f'{len(unexpected)} tensors not in the model, not loaded: '
                      f'{unexpected[:4]}')
     return state, notes
+
+
+def load_model_checkpoint(model: nn.Module, checkpoint: str) -> list[str]:
+    """Read a whole-model checkpoint (``weights_only``), fit it to ``model`` with
+    :func:`fit_model_state_dict` and load it. Returns the notes of the fit."""
+    state = unwrap_checkpoint(read_checkpoint(checkpoint))
+    # DataParallel / DDP checkpoints, as mmengine's load_checkpoint also strips
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state, notes = fit_model_state_dict(model.state_dict(), state,
+                                        source=f'checkpoint {checkpoint!r}')
+    model.load_state_dict(state, strict=False)  # every tensor of the model is in `state`
+    return notes

@@ -147,17 +147,11 @@ class LoadCheckpointHook(Hook):
         self.checkpoint = checkpoint
 
     def before_run(self, runner) -> None:
-        from ..checkpoint import fit_model_state_dict, unwrap_checkpoint
-        from .torch_load import read_checkpoint
+        from ..checkpoint import load_model_checkpoint
 
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        state = unwrap_checkpoint(read_checkpoint(self.checkpoint))
-        state = {k[len('module.'):] if k.startswith('module.') else k: v
-                 for k, v in state.items()}
-        state, notes = fit_model_state_dict(model.state_dict(), state,
-                                            source=f'checkpoint {self.checkpoint!r}')
-        model.load_state_dict(state, strict=False)  # fit_model_state_dict checked every key
+        notes = load_model_checkpoint(model, self.checkpoint)
         print_log('; '.join([f'Load checkpoint from {self.checkpoint}: every tensor of the '
                              'model loaded', *notes]), logger='current')

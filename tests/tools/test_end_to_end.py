@@ -268,6 +268,12 @@ def test_checkpoint_of_another_model(workspace, tmp_path):
     assert f"checkpoint '{checkpoint}' lacks" in result.stderr[-3000:]
     assert "it is a checkpoint of another model (first keys in it: ['backbone.conv1.weight']" \
         in result.stderr[-3000:]
+    image = next((workspace / 'data/toy_ade/images/validation').iterdir())
+    out = tmp_path / 'demo.png'
+    result = run_tool([ROOT / 'tools/demo.py', image, SEG_CONFIG, checkpoint, '--out', out],
+                      cwd=workspace, check=False)
+    assert result.returncode != 0 and f"checkpoint '{checkpoint}' lacks" in result.stderr
+    assert not out.exists()
 
 
 def test_corrupt_image(workspace, tmp_path):

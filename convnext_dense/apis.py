@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import warnings
 
 import mmcv
 import numpy as np
 
 from .checkpoint import load_model_checkpoint
 from .engine.launch import adapt_to_cpu, load_config
+
+
+def _dataset_meta(meta: dict, cfg, datasets) -> dict:
+    """Class names and palette to draw with: the checkpoint's (mmengine's ``dataset_meta``, or
+    mmcv 1.x's ``CLASSES``/``PALETTE``), else the test dataset's of the config."""
+    if meta.get('dataset_meta'):
+        return dict(meta['dataset_meta'])
+    if meta.get('CLASSES'):
+        return dict(classes=tuple(meta['CLASSES']), palette=meta.get('PALETTE'))
+    dataset = cfg.test_dataloader.dataset
+    if dataset.get('metainfo'):
+        return dict(dataset.metainfo)
+    return dict(datasets.get(dataset.type).METAINFO)
 
 
 def draw_prediction(image: str,
@@ -40,9 +54,14 @@ def draw_prediction(image: str,
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
-        from mmdet.registry import VISUALIZERS
-        model = init_detector(cfg, checkpoint, device=device)  # also reads dataset_meta
-        load_model_checkpoint(model, checkpoint)  # mmdet loads with strict=False: check
+        from mmdet.registry import DATASETS, VISUALIZERS
+        # Built without the checkpoint: mmdet/mmseg load it with strict=False (and mmseg fails
+        # on a file without 'meta'); load_model_checkpoint checks every tensor.
+        with warnings.catch_warnings():  # "checkpoint is None, use COCO classes": not so here
+            warnings.simplefilter('ignore')
+            model = init_detector(cfg, None, device=device)
+        _, meta = load_model_checkpoint(model, checkpoint)
+        model.dataset_meta = _dataset_meta(meta, cfg, DATASETS)
         result = inference_detector(model, image)
         visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='demo_det',
                                             vis_backends=[]))
@@ -51,9 +70,10 @@ def draw_prediction(image: str,
                                   pred_score_thr=score_thr, out_file=out_file)
     else:
         from mmseg.apis import inference_model, init_model
-        from mmseg.registry import VISUALIZERS
-        model = init_model(cfg, checkpoint, device=device)
-        load_model_checkpoint(model, checkpoint)
+        from mmseg.registry import DATASETS, VISUALIZERS
+        model = init_model(cfg, None, device=device)
+        _, meta = load_model_checkpoint(model, checkpoint)
+        model.dataset_meta = _dataset_meta(meta, cfg, DATASETS)
         result = inference_model(model, image)
         visualizer = VISUALIZERS.build(dict(type='SegLocalVisualizer', name='demo_seg',
                                             vis_backends=[], alpha=0.5))

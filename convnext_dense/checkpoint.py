@@ -372,13 +372,19 @@ def fit_model_state_dict(model_state: Mapping[str, torch.Tensor],
     return state, notes
 
 
-def load_model_checkpoint(model: nn.Module, checkpoint: str) -> list[str]:
+def load_model_checkpoint(model: nn.Module, checkpoint: str) -> tuple[list[str], dict]:
     """Read a whole-model checkpoint (``weights_only``), fit it to ``model`` with
-    :func:`fit_model_state_dict` and load it. Returns the notes of the fit."""
-    state = unwrap_checkpoint(read_checkpoint(checkpoint))
+    :func:`fit_model_state_dict` and load it.
+
+    Returns:
+        ``(notes of the fit, the checkpoint's meta dict or {})``.
+    """
+    raw = read_checkpoint(checkpoint)
+    state = unwrap_checkpoint(raw)
     # DataParallel / DDP checkpoints, as mmengine's load_checkpoint also strips
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     state, notes = fit_model_state_dict(model.state_dict(), state,
                                         source=f'checkpoint {checkpoint!r}')
     model.load_state_dict(state, strict=False)  # every tensor of the model is in `state`
-    return notes
+    meta = raw.get('meta') if isinstance(raw, Mapping) else None
+    return notes, dict(meta) if isinstance(meta, Mapping) else {}

@@ -152,6 +152,6 @@ class LoadCheckpointHook(Hook):
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        notes = load_model_checkpoint(model, self.checkpoint)
+        notes, _ = load_model_checkpoint(model, self.checkpoint)
         print_log('; '.join([f'Load checkpoint from {self.checkpoint}: every tensor of the '
                              'model loaded', *notes]), logger='current')

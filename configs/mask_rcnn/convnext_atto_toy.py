@@ -1,6 +1,6 @@
 # ConvNeXt-atto (V2) Mask R-CNN on the synthetic toy COCO set (tools/make_toy_data.py): a
 # from-scratch demo sized for a CPU. At the default 300 iterations on the default toy set it
-# reaches bbox AP 0.57 / segm AP 0.59 on the 16 held-out images (README, learning check). Longer:
+# reaches bbox AP 0.52-0.57 / segm AP 0.56-0.59 on the 16 held-out images (README). Longer:
 # --cfg-options train_cfg.max_iters=N (the LR schedule follows it).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

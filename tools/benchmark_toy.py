@@ -46,6 +46,9 @@ def main():
         print(f'making the toy data ({args.num_train} training / {args.num_val} held-out '
               f'images) under {data_root}', flush=True)
         make_toy_data(data_root, num_train=args.num_train, num_val=args.num_val, overwrite=True)
+    else:
+        print(f'using the toy data already under {data_root} (delete it to make it anew with '
+              'other --num-train/--num-val)', flush=True)
     results = []
     for name in args.tasks:
         task = TASKS[name]

@@ -56,22 +56,19 @@ TASKS: dict[str, ToyTask] = {
 
 @dataclass
 class TaskResult:
-    task: str
+    task: ToyTask
     iters: int
     seconds: float
-    metric: str
-    target: float
-    also_report: tuple[str, ...] = ()
     # one entry per evaluation: {'step': iteration, metric name: value, ...}
     evaluations: list[dict] = field(default_factory=list)
 
     @property
     def final(self) -> float | None:
-        return self.evaluations[-1][self.metric] if self.evaluations else None
+        return self.evaluations[-1][self.task.metric] if self.evaluations else None
 
     @property
     def met(self) -> bool:
-        return self.final is not None and self.final >= self.target
+        return self.final is not None and self.final >= self.task.target
 
 
 def read_val_metrics(work_dir: str, metric: str) -> list[dict]:
@@ -120,8 +117,7 @@ def run_task(task: ToyTask, data_root: str, work_dir: str, iters: int, val_inter
     if completed.returncode != 0:
         raise RuntimeError(f'{task.name}: tools/train.py exited with {completed.returncode}; '
                            f'its log is under {work_dir}')
-    return TaskResult(task.name, iters, seconds, task.metric, task.target, task.also_report,
-                      read_val_metrics(work_dir, task.metric))
+    return TaskResult(task, iters, seconds, read_val_metrics(work_dir, task.metric))
 
 
 def format_results(results: list[TaskResult]) -> str:
@@ -129,13 +125,14 @@ def format_results(results: list[TaskResult]) -> str:
     lines = ['| task | iterations | wall time | held-out metric (per evaluation) | target | '
              'also, at the end |', '|---|---|---|---|---|---|']
     for result in results:
-        history = ', '.join(f"{record[result.metric]:g} at {record['step']}"
+        task = result.task
+        history = ', '.join(f"{record[task.metric]:g} at {record['step']}"
                             for record in result.evaluations) or 'no evaluation'
         verdict = 'met' if result.met else 'NOT met'
         final = result.evaluations[-1] if result.evaluations else {}
-        also = ', '.join(f'{name} {final[name]:g}' for name in result.also_report
+        also = ', '.join(f'{name} {final[name]:g}' for name in task.also_report
                          if name in final)
-        lines.append(f'| {result.task} | {result.iters} | {result.seconds:.0f} s | '
-                     f'{result.metric}: {history} | >= {result.target:g}: {verdict} | '
+        lines.append(f'| {task.name} | {result.iters} | {result.seconds:.0f} s | '
+                     f'{task.metric}: {history} | >= {task.target:g}: {verdict} | '
                      f'{also} |')
     return '\n'.join(lines)

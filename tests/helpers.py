@@ -13,13 +13,17 @@ def _dims(arch: str) -> list[int]:
     return ARCH_SETTINGS[arch]['dims']
 
 
-def build_mask_rcnn(arch: str = 'tiny', fp32_roi: bool = False, **backbone):
+def build_mask_rcnn(arch: str = 'tiny', fp32_roi: bool = False,
+                    backbone_type: str = 'ConvNeXt', **backbone):
+    """mmdet's Mask R-CNN base model with a ConvNeXt backbone: ours, or another registered one
+    such as ``'mmpretrain.ConvNeXt'`` (mmdet 3.x's own ConvNeXt configs; import mmpretrain
+    first)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py')
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone = dict(type='ConvNeXt', arch=arch, **backbone)
+    model_cfg.backbone = dict(type=backbone_type, arch=arch, **backbone)
     model_cfg.neck.in_channels = _dims(arch)
     if fp32_roi:
         model_cfg.roi_head.bbox_roi_extractor.type = 'FP32SingleRoIExtractor'

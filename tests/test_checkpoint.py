@@ -165,18 +165,10 @@ def test_convert_checkpoint_cli(tmp_path):
 def upstream_mask_rcnn():
     """mmdet 3.x's own ConvNeXt route: backbone=dict(type='mmpretrain.ConvNeXt'); the checkpoints
     it writes hold the backbone in mmpretrain names."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.hub import get_config
-
     from convnext_dense.engine import import_mmpretrain
     import_mmpretrain()
-    register_all_modules()
-    cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
-    cfg.backbone = dict(type='mmpretrain.ConvNeXt', arch='atto', out_indices=[0, 1, 2, 3],
-                        gap_before_final_norm=False, use_grn=True, layer_scale_init_value=0.)
-    cfg.neck.in_channels = [40, 80, 160, 320]
-    return MODELS.build(cfg)
+    return build_mask_rcnn('atto', backbone_type='mmpretrain.ConvNeXt', out_indices=[0, 1, 2, 3],
+                           gap_before_final_norm=False, use_grn=True, layer_scale_init_value=0.)
 
 
 def test_fit_whole_detector_converts_an_mmpretrain_backbone():

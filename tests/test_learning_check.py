@@ -48,9 +48,9 @@ def test_read_val_metrics_takes_the_newest_run(tmp_path):
                    (40, {'mIoU': 85.5})])
     evaluations = read_val_metrics(str(tmp_path), 'mIoU')
     assert [(e['step'], e['mIoU']) for e in evaluations] == [(20, 50.0), (40, 85.5)]
-    result = TaskResult('upernet', 40, 12.0, 'mIoU', 80.0, ('aAcc', 'mAcc'), evaluations)
+    result = TaskResult(TASKS['upernet'], 40, 12.0, evaluations)
     assert result.final == 85.5 and result.met
-    table = format_results([result, TaskResult('mask_rcnn', 9, 1.0, 'coco/bbox_mAP', 0.5)])
+    table = format_results([result, TaskResult(TASKS['mask_rcnn'], 9, 1.0)])
     # aAcc is shown only where the last evaluation has it (here it does not)
     assert '| upernet | 40 | 12 s | mIoU: 50 at 20, 85.5 at 40 | >= 80: met |  |' in table
     assert ('| mask_rcnn | 9 | 1 s | coco/bbox_mAP: no evaluation | >= 0.5: NOT met |  |'

@@ -63,8 +63,9 @@ def main():
                       cpu_threads=torch.get_num_threads(),
                       cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None),
         num_train=args.num_train, num_val=args.num_val,
-        results=[dict(task=r.task, iters=r.iters, seconds=round(r.seconds, 1), metric=r.metric,
-                      target=r.target, final=r.final, met=r.met, evaluations=r.evaluations)
+        results=[dict(task=r.task.name, iters=r.iters, seconds=round(r.seconds, 1),
+                      metric=r.task.metric, target=r.task.target, final=r.final, met=r.met,
+                      evaluations=r.evaluations)
                  for r in results],
         table=table)
     out = args.out or osp.join(args.work_dir, 'summary.json')

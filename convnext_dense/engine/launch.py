@@ -116,10 +116,10 @@ def _set_default_work_dir(cfg: Config, config: str, work_dir: str | None) -> Non
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
 
 
-def _add_hook(cfg: Config, hook_type: str) -> None:
+def _add_hook(cfg: Config, hook_type: str, **kwargs) -> None:
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') == hook_type for h in hooks):
-        hooks.append(dict(type=hook_type))
+        hooks.append(dict(type=hook_type, **kwargs))
     cfg.custom_hooks = hooks
 
 
@@ -224,8 +224,7 @@ def prepare_test_cfg(config: str,
     # LoadCheckpointHook instead of load_from: it refuses a checkpoint of another model (mmengine
     # would only warn and evaluate untrained weights) and converts another backbone layout.
     cfg.load_from = None
-    cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
-                        dict(type='LoadCheckpointHook', checkpoint=checkpoint)]
+    _add_hook(cfg, 'LoadCheckpointHook', checkpoint=checkpoint)
     if cfg.default_scope == 'mmdet' and cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
     if tta:

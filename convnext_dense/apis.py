@@ -10,6 +10,7 @@ import os
 import os.path as osp
 import warnings
 
+import cv2
 import mmcv
 import numpy as np
 
@@ -30,6 +31,27 @@ def _dataset_meta(meta: dict, cfg, datasets) -> dict:
     return dict(datasets.get(dataset.type).METAINFO)
 
 
+def read_image(image: str) -> np.ndarray:
+    """``image`` as an RGB array, or an error naming the file.
+
+    mmcv's ``imread(..., channel_order='rgb')`` hands what OpenCV could not decode (``None``) to
+    ``cv2.cvtColor``, whose assertion names neither the file nor the reason.
+    """
+    if not osp.exists(image):
+        raise FileNotFoundError(f'image {image!r} does not exist')
+    if not osp.isfile(image):
+        raise IsADirectoryError(f'image {image!r} is a folder; expected an image file')
+    try:
+        bgr = mmcv.imread(image)
+    except cv2.error:  # an empty file
+        bgr = None
+    if bgr is None:
+        raise ValueError(f'image {image!r} ({osp.getsize(image)} bytes) could not be read as '
+                         'an image; expected a file OpenCV decodes (JPEG, PNG, BMP, TIFF, '
+                         'WebP, ...)')
+    return mmcv.bgr2rgb(bgr)
+
+
 def draw_prediction(image: str,
                     config: str,
                     checkpoint: str,
@@ -41,16 +63,12 @@ def draw_prediction(image: str,
 
     Returns the drawn RGB image.
     """
-    if not osp.isfile(image):
-        raise FileNotFoundError(f'image {image!r} does not exist')
+    rgb = read_image(image)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
     cfg = load_config(config, cfg_options)
     if device == 'cpu':
         adapt_to_cpu(cfg)
-    rgb = mmcv.imread(image, channel_order='rgb')
-    if rgb is None:
-        raise ValueError(f'{image!r} is not a readable image')
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector

@@ -22,7 +22,8 @@ import torch
 from .engine.compat import import_mmpretrain
 from .models import ConvNeXt
 
-# Sizes of the GPU figures, and small ones to run the same code on a CPU.
+# The full sizes of the GPU goals (docs/performance.md), and small ones to run the same code on
+# a CPU.
 GPU_SIZES = dict(backbone_train=(2, 800, 1344), backbone_infer=(64, 224, 224),
                  det_train=(2, 800, 1344), det_infer=(1, 800, 1333), seg_train=(16, 512, 512),
                  seg_infer=(1, 512, 2048), instances=12)

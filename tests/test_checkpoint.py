@@ -9,15 +9,17 @@ import torch
 
 from convnext_dense.checkpoint import (
     LAYOUTS,
+    convert_checkpoint_file,
     convert_state_dict,
     detect_layout,
     export_state_dict,
     fit_model_state_dict,
     load_pretrained,
 )
-from convnext_dense.engine import UnsafeCheckpointError
+from convnext_dense.engine import UnsafeCheckpointError, import_mmpretrain
 from convnext_dense.models import ConvNeXt
 from tests.helpers import build_mask_rcnn
+from tests.numerics import assert_close_to_reference, reduction_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,9 +186,11 @@ def test_fit_whole_detector_converts_an_mmpretrain_backbone():
                      'tensors)']
     ours.load_state_dict(state, strict=True)
     x = torch.randn(1, 3, 64, 64, generator=generator)
+    depth = reduction_depth(ours.backbone, ours.neck, grn_positions=64 * 64 // 16)
     with torch.no_grad():
-        for a, b in zip(ours.neck(ours.backbone(x)), upstream.neck(upstream.backbone(x))):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        for i, (a, b) in enumerate(zip(ours.neck(ours.backbone(x)),
+                                       upstream.neck(upstream.backbone(x)))):
+            assert_close_to_reference(a, b, depth, name=f'FPN level {i}')
 
 
 def test_fit_whole_detector_in_project_layout_as_is():
@@ -214,3 +218,97 @@ def test_fit_whole_model_errors_name_the_checkpoint_and_keys():
     with pytest.raises(ValueError, match=r"ckpt lacks \d+ of the model's \d+ tensors, e\.g\. "
                        r"\['neck\.lateral_convs\.0\.conv\.weight'"):
         fit_model_state_dict(model_state, segmentor, source='ckpt')
+
+
+# -- export: the written file loads into the target library's own model ------------------------
+def perturbed_state(model):
+    """The model's initial weights moved off their init (layer scale 1e-6 and zero GRN would
+    hide a misplaced tensor), at the scale a trained network has."""
+    generator = torch.Generator().manual_seed(0)
+    return {k: v + 0.05 * torch.randn(v.shape, generator=generator)
+            for k, v in model.state_dict().items()}
+
+
+def exported_file(tmp_path, model: ConvNeXt, layout: str) -> dict:
+    """The model's perturbed weights, loaded into it and written by the converter in
+    ``layout``; returns the written state dict."""
+    model.load_state_dict(perturbed_state(model))
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'ours.pth')
+    convert_checkpoint_file(str(tmp_path / 'ours.pth'), str(tmp_path / f'{layout}.pth'),
+                            layout=layout)
+    return torch.load(tmp_path / f'{layout}.pth', weights_only=True)['state_dict']
+
+
+def assert_outputs_match(ours, theirs, model: ConvNeXt, x: torch.Tensor) -> None:
+    depth = reduction_depth(model, grn_positions=x.shape[2] * x.shape[3] // 16)
+    assert len(ours) == len(theirs) == 4
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert_close_to_reference(a, b, depth, name=f'stage {i}')
+
+
+def stage_outputs(model: ConvNeXt, x: torch.Tensor) -> list[torch.Tensor]:
+    outputs = []
+    for i in range(4):
+        x = model.stages[i](model.downsample_layers[i](x))
+        outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize('timm_name, arch, version', [
+    ('convnextv2_atto', 'atto', 'v2'),   # 1x1-conv MLP (conv_mlp=True)
+    ('convnextv2_nano', 'nano', 'v2'),
+    ('convnext_femto', 'femto', 'v1'),
+    ('convnextv2_tiny', 'tiny', 'v2'),   # Linear MLP
+    ('convnext_tiny', 'tiny', 'v1'),
+])
+def test_export_to_timm_loads_into_timm(tmp_path, timm_name, arch, version):
+    timm = pytest.importorskip('timm')
+    ours = ConvNeXt(arch=arch, version=version).eval()
+    state = exported_file(tmp_path, ours, 'timm')
+    reference = timm.create_model(timm_name, pretrained=False).eval()
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    # timm's classifier head is not in a backbone file; our per-stage norms have no timm module
+    assert all(k.startswith('head.') for k in missing), missing
+    assert sorted(unexpected) == sorted(f'norm{i}.{p}' for i in range(4)
+                                        for p in ('weight', 'bias'))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        features = reference.forward_intermediates(x, intermediates_only=True)
+        assert_outputs_match(stage_outputs(ours, x), features, ours, x)
+
+
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+def test_export_to_hf_loads_into_transformers_backbone(tmp_path, version):
+    transformers = pytest.importorskip('transformers')
+    ours = ConvNeXt(arch='atto', version=version).eval()
+    state = exported_file(tmp_path, ours, 'hf')
+    config_cls, backbone_cls = ((transformers.ConvNextConfig, transformers.ConvNextBackbone)
+                                if version == 'v1' else
+                                (transformers.ConvNextV2Config, transformers.ConvNextV2Backbone))
+    config = config_cls(depths=ours.depths, hidden_sizes=ours.dims,
+                        out_features=['stage1', 'stage2', 'stage3', 'stage4'])
+    reference = backbone_cls(config).eval()
+    reference.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert_outputs_match(ours(x), reference(x).feature_maps, ours, x)
+
+
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+def test_export_to_mmpretrain_loads_as_mmdet_configs_load_it(tmp_path, version):
+    from mmengine.runner.checkpoint import _load_checkpoint_with_prefix
+    mmpretrain_models = import_mmpretrain()
+    ours = ConvNeXt(arch='atto', version=version).eval()
+    exported_file(tmp_path, ours, 'mmpretrain')
+    reference = mmpretrain_models.ConvNeXt(
+        arch='atto', out_indices=[0, 1, 2, 3], gap_before_final_norm=False,
+        use_grn=version == 'v2', layer_scale_init_value=1e-6 if version == 'v1' else 0.)
+    reference.eval()  # mmpretrain's ConvNeXt.train() returns None, so not chained
+    # what init_cfg=dict(type='Pretrained', prefix='backbone.') of mmdet's/mmseg's configs runs
+    # (mmengine's PretrainedInit), here with every key required
+    state = _load_checkpoint_with_prefix('backbone.', str(tmp_path / 'mmpretrain.pth'),
+                                         map_location='cpu')
+    reference.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert_outputs_match(ours(x), reference(x), ours, x)

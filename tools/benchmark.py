@@ -5,7 +5,7 @@ on identical synthetic inputs, in one run (see convnext_dense/benchmark.py).
                               [--parts backbone models] [--iters 30] [--warmup 10]
                               [--compile-timm] [--out results.json]
 
-On CUDA it defaults to the issue's sizes (2x3x800x1344 backbone training, Mask R-CNN 2 images
+On CUDA it defaults to the full sizes (2x3x800x1344 backbone training, Mask R-CNN 2 images
 800x1344 with 12 instances, UperNet 16 crops 512x512, ...); on CPU to small ones, to check that
 everything runs.
 """

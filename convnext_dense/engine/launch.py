@@ -6,6 +6,8 @@ mmseg's own tools, whose arguments and conventions these follow. On top of them:
 * ``--cfg-options`` keys are checked against the config: a key whose parent does not exist, or
   a new key that is one typo away from an existing one, is an error naming it (mmengine would
   silently add it).
+* A syntax error in the config or in any file of its ``_base_`` chain names that file and the
+  line (mmengine shows the line but not the file).
 * On a machine without CUDA, SyncBN becomes BN and AMP (fp16 needs a GPU) becomes fp32, each
   with one log line, and ``--launcher pytorch`` runs on gloo with CPU DDP, so the same configs
   and commands run on a laptop or a CPU CI machine.
@@ -13,6 +15,7 @@ mmseg's own tools, whose arguments and conventions these follow. On top of them:
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import os.path as osp
 from typing import Any
@@ -64,11 +67,72 @@ def check_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
             break  # a new key (and subtree)
 
 
+def _base_files(config: str, tree: ast.Module) -> list[str]:
+    """The files ``config`` inherits: its ``_base_`` entries, or the relative imports of a
+    ``with read_base():`` block (mmengine's lazy-import configs)."""
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == '_base_'
+                for target in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except (ValueError, TypeError):
+                break
+            names = [value] if isinstance(value, str) else list(value) \
+                if isinstance(value, (list, tuple)) else []
+            break
+    paths = []
+    for name in names:
+        try:
+            paths.append(Config._get_cfg_path(name, config)[0])
+        except Exception:  # an uninstalled package's 'mmdet::...': fromfile says so itself
+            continue
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module:
+            folder = osp.dirname(config)
+            for _ in range(node.level - 1):
+                folder = osp.dirname(folder)
+            paths.append(osp.join(folder, *node.module.split('.')) + '.py')
+    return [osp.normpath(path) for path in paths if path.endswith('.py')]
+
+
+def _config_syntax_error(config: str, seen: set[str]) -> SyntaxError | None:
+    """The first syntax error in ``config`` or the files it inherits, with its file name.
+
+    mmengine 0.10.7 parses each file of the ``_base_`` chain with ``ast.parse`` and no file name
+    (``Config._is_lazy_import``) before its own check that would name it, so a syntax error
+    reaches the user as ``File "<unknown>", line 7`` without saying which file holds it.
+    """
+    if osp.abspath(config) in seen or not osp.isfile(config):
+        return None
+    seen.add(osp.abspath(config))
+    with open(config, encoding='utf-8') as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, filename=config)
+    except SyntaxError as error:
+        return error
+    for base in _base_files(config, tree):
+        error = _config_syntax_error(base, seen)
+        if error is not None:
+            return error
+    return None
+
+
 def load_config(config: str, cfg_options: dict | None = None) -> Config:
     """Read a config file and apply checked ``--cfg-options``."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file {config!r} does not exist')
-    cfg = Config.fromfile(config)
+    try:
+        cfg = Config.fromfile(config)
+    except SyntaxError:
+        error = _config_syntax_error(config, set())
+        if error is None:
+            raise
+        raise SyntaxError(f'config file {error.filename!r}, line {error.lineno}: {error.msg}',
+                          (error.filename, error.lineno, error.offset, error.text,
+                           error.end_lineno, error.end_offset)) from None
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)

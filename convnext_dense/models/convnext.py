@@ -62,6 +62,7 @@ class Block(nn.Module):
             0 disables it (V2).
         use_grn: Insert Global Response Normalization after the GELU (V2).
         mlp_ratio: Hidden width of the MLP as a multiple of ``dim``.
+        norm_eps: Epsilon of the LayerNorm.
     """
 
     def __init__(self,
@@ -69,10 +70,11 @@ class Block(nn.Module):
                  drop_path: float = 0.,
                  layer_scale_init_value: float = 1e-6,
                  use_grn: bool = False,
-                 mlp_ratio: int = 4) -> None:
+                 mlp_ratio: int = 4,
+                 norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.pwconv1 = nn.Linear(dim, mlp_ratio * dim)
         self.act = nn.GELU()
         self.grn = GRN(mlp_ratio * dim) if use_grn else None
@@ -124,10 +126,12 @@ def _resolve_arch(arch: str | dict, version: str | None) -> tuple[str, list[int]
     if version is not None and version not in VERSIONS:
         raise ValueError(f"version={version!r} is not supported; use 'v1' or 'v2'")
     if isinstance(arch, dict):
-        if set(arch) != {'depths', 'dims'}:
+        if set(arch) not in ({'depths', 'dims'}, {'depths', 'channels'}):
             raise ValueError(f'a custom arch must be dict(depths=[...], dims=[...]) with '
-                             f'{NUM_STAGES} entries each, got keys {sorted(arch)}')
-        depths, dims = list(arch['depths']), list(arch['dims'])
+                             f'{NUM_STAGES} entries each (mmpretrain\'s name channels= for dims '
+                             f'is accepted), got keys {sorted(arch)}')
+        depths = list(arch['depths'])
+        dims = list(arch['dims'] if 'dims' in arch else arch['channels'])
         if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
             raise ValueError(f'a custom arch needs {NUM_STAGES} depths and {NUM_STAGES} dims, '
                              f'got depths={depths} and dims={dims}')
@@ -143,6 +147,27 @@ def _resolve_arch(arch: str | dict, version: str | None) -> tuple[str, list[int]
     if version is None:
         version = 'v1' if arch in V1_ARCHS else 'v2'
     return version, list(ARCH_SETTINGS[arch]['depths']), list(ARCH_SETTINGS[arch]['dims'])
+
+
+def _norm_eps(norm_cfg: dict | None) -> float:
+    """The LayerNorm epsilon of an mmpretrain ``norm_cfg`` (only its ``LN2d`` is supported)."""
+    if norm_cfg is None:
+        return 1e-6
+    if not isinstance(norm_cfg, dict) or norm_cfg.get('type') != 'LN2d' \
+            or set(norm_cfg) - {'type', 'eps'}:
+        raise ValueError(f"norm_cfg={norm_cfg!r} is not supported; ConvNeXt uses "
+                         f"dict(type='LN2d', eps=...) (channel LayerNorm, as the paper)")
+    return float(norm_cfg.get('eps', 1e-6))
+
+
+def _check_act_cfg(act_cfg: dict | None) -> None:
+    if act_cfg is None:
+        return
+    if not isinstance(act_cfg, dict) or act_cfg.get('type') != 'GELU' \
+            or act_cfg.get('approximate', 'none') != 'none' or set(act_cfg) - {'type',
+                                                                            'approximate'}:
+        raise ValueError(f"act_cfg={act_cfg!r} is not supported; ConvNeXt uses "
+                         f"dict(type='GELU') (exact GELU, as the paper)")
 
 
 def _normalize_out_indices(out_indices: int | Sequence[int]) -> tuple[int, ...]:
@@ -186,8 +211,29 @@ class ConvNeXt(BaseModule):
         with_cp: Activation checkpointing per block: saves memory for L/XL at 1333x800.
         pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)``,
             which mmseg's ``EncoderDecoder(pretrained=...)`` passes on.
-        init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``
-            loads a checkpoint of any published layout (see :mod:`convnext_dense.checkpoint`).
+        init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH_OR_URL,
+            prefix=None)`` loads a checkpoint of any published layout (see
+            :mod:`convnext_dense.checkpoint`); ``prefix='backbone.'`` picks the backbone out of a
+            classifier or detector file, as mmengine's ``PretrainedInit`` does.
+
+    ``mmpretrain.ConvNeXt``'s own keyword arguments are accepted with its meaning, so that
+    mmdet's and mmseg's ConvNeXt configs run with only ``type='ConvNeXt'`` changed:
+
+    - ``gap_before_final_norm``: must be False, the dense-prediction setting (True pools each
+      output to a vector for classification).
+    - ``stem_patch_size`` (default 4): kernel and stride of the stem convolution; the output
+      strides are ``stem_patch_size * 2**i``.
+    - ``norm_cfg`` (default ``dict(type='LN2d', eps=1e-6)``): only ``LN2d`` is supported; its
+      ``eps`` is used by every LayerNorm.
+    - ``act_cfg`` (default ``dict(type='GELU')``): only GELU is supported.
+    - ``linear_pw_conv`` (default True): the MLP always runs as Linear layers, the same
+      function as 1x1 convolutions; 1x1-conv checkpoints are reshaped on loading.
+    - ``use_grn`` and ``layer_scale_init_value`` keep mmpretrain's defaults (False, 1e-6) in such
+      a call, so ``arch='atto'`` builds what mmpretrain builds (a V1-style block) unless
+      ``use_grn=True`` is given.
+    - ``frozen_stages`` keeps this class's (mmdet's) convention. mmpretrain reads 0 as "nothing
+      frozen" and leaves the output norms trainable; a value that mmpretrain would read
+      differently is warned about.
     """
 
     def __init__(self,
@@ -201,7 +247,12 @@ class ConvNeXt(BaseModule):
                  use_grn: bool | None = None,
                  with_cp: bool = False,
                  pretrained: str | None = None,
-                 init_cfg: dict | list | None = None) -> None:
+                 init_cfg: dict | list | None = None,
+                 stem_patch_size: int | None = None,
+                 norm_cfg: dict | None = None,
+                 act_cfg: dict | None = None,
+                 linear_pw_conv: bool | None = None,
+                 gap_before_final_norm: bool | None = None) -> None:
         if pretrained is not None:
             # mmseg's EncoderDecoder passes its model-level `pretrained` to the backbone.
             if init_cfg is not None:
@@ -210,7 +261,27 @@ class ConvNeXt(BaseModule):
                           "init_cfg=dict(type='Pretrained', checkpoint=...)", stacklevel=2)
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
+        # Arguments only mmpretrain.ConvNeXt takes: the call comes from a config written for
+        # it (mmdet's and mmseg's own ConvNeXt configs).
+        mmpretrain_style = any(value is not None for value in (
+            stem_patch_size, norm_cfg, act_cfg, linear_pw_conv, gap_before_final_norm))
+        if mmpretrain_style and version is None:
+            # mmpretrain.ConvNeXt builds every size with layer scale and without GRN unless
+            # told otherwise.
+            version = 'v2' if use_grn else 'v1'
         self.version, self.depths, self.dims = _resolve_arch(arch, version)
+        if gap_before_final_norm:
+            raise ValueError('gap_before_final_norm=True pools each output to a vector '
+                             "(mmpretrain's classification setting); this backbone returns "
+                             'feature maps for detection and segmentation: use '
+                             'gap_before_final_norm=False or leave it out')
+        self.stem_patch_size = 4 if stem_patch_size is None else stem_patch_size
+        if not isinstance(self.stem_patch_size, int) or self.stem_patch_size <= 0:
+            raise ValueError(f'stem_patch_size must be a positive int, got {stem_patch_size!r}')
+        self.norm_eps = _norm_eps(norm_cfg)
+        _check_act_cfg(act_cfg)
+        if linear_pw_conv is not None and not isinstance(linear_pw_conv, bool):
+            raise TypeError(f'linear_pw_conv must be a bool, got {linear_pw_conv!r}')
         if not isinstance(in_channels, int) or in_channels <= 0:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
         self.out_indices = _normalize_out_indices(out_indices)
@@ -223,6 +294,8 @@ class ConvNeXt(BaseModule):
             layer_scale_init_value = 1e-6 if self.version == 'v1' else 0.
         if use_grn is None:
             use_grn = self.version == 'v2'
+        if mmpretrain_style:
+            self._warn_frozen_stages_convention(frozen_stages)
         self.in_channels = in_channels
         self.frozen_stages = frozen_stages
         self.drop_path_rate = drop_path_rate
@@ -231,14 +304,15 @@ class ConvNeXt(BaseModule):
         self.with_cp = with_cp
 
         dims = self.dims
+        patch = self.stem_patch_size
         stem = nn.Sequential(
-            nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4),
-            LayerNorm2d(dims[0], eps=1e-6))
+            nn.Conv2d(in_channels, dims[0], kernel_size=patch, stride=patch),
+            LayerNorm2d(dims[0], eps=self.norm_eps))
         self.downsample_layers = nn.ModuleList([stem])
         for i in range(1, NUM_STAGES):
             self.downsample_layers.append(
                 nn.Sequential(
-                    LayerNorm2d(dims[i - 1], eps=1e-6),
+                    LayerNorm2d(dims[i - 1], eps=self.norm_eps),
                     nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
 
         block_rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
@@ -248,7 +322,8 @@ class ConvNeXt(BaseModule):
             self.stages.append(
                 Stage([
                     Block(dim, drop_path=block_rates[first + j],
-                          layer_scale_init_value=layer_scale_init_value, use_grn=use_grn)
+                          layer_scale_init_value=layer_scale_init_value, use_grn=use_grn,
+                          norm_eps=self.norm_eps)
                     for j in range(depth)
                 ], with_cp=with_cp))
             first += depth
@@ -256,16 +331,27 @@ class ConvNeXt(BaseModule):
         # One norm per returned stage only: a norm whose output is never used would hold
         # parameters without gradients, which DDP rejects.
         for i in self.out_indices:
-            self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=1e-6))
+            self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=self.norm_eps))
 
         # What the necks need to know, as data (as timm's feature_info).
         self.out_channels = [dims[i] for i in self.out_indices]
-        self.strides = [4 * 2**i for i in self.out_indices]
+        self.strides = [patch * 2**i for i in self.out_indices]
         self.feature_info = [
-            dict(num_chs=dims[i], reduction=4 * 2**i, module=f'norm{i}')
+            dict(num_chs=dims[i], reduction=patch * 2**i, module=f'norm{i}')
             for i in self.out_indices
         ]
         self._freeze_stages()
+
+    def _warn_frozen_stages_convention(self, frozen_stages: int) -> None:
+        if frozen_stages == 0:
+            warnings.warn('ConvNeXt(frozen_stages=0) freezes the stem (mmdet\'s convention, as '
+                          'its ResNet and Swin); mmpretrain.ConvNeXt reads 0 as nothing frozen. '
+                          'Use frozen_stages=-1 to freeze nothing.', stacklevel=3)
+        elif frozen_stages > 0 and any(i < frozen_stages for i in self.out_indices):
+            norms = [f'norm{i}' for i in self.out_indices if i < frozen_stages]
+            warnings.warn(f'ConvNeXt(frozen_stages={frozen_stages}) also freezes the output '
+                          f'norms {norms} of the frozen stages (mmdet\'s convention, as its '
+                          'Swin); mmpretrain.ConvNeXt leaves them trainable.', stacklevel=3)
 
     # -- initialisation ---------------------------------------------------------------------
     def init_weights(self) -> None:

@@ -1,0 +1,286 @@
+"""Key layouts of published ConvNeXt checkpoints, one :class:`Layout` record each, and the pure
+``state_dict -> state_dict`` conversions between them and this project's (the official) names.
+
+* ``official``: facebookresearch ConvNeXt / ConvNeXt-V2 releases (``{'model': ...}``,
+  ``downsample_layers.*``, ``stages.{i}.{j}.dwconv``, final ``norm`` and ``head``), and the
+  paper's fine-tuned mmdet 2.x / mmseg 0.x models (the same names under ``backbone.``). This
+  is the project's own layout.
+* ``timm``: ``stem.*``, ``stages.{i}.downsample.*``, ``stages.{i}.blocks.{j}.conv_dw``,
+  ``mlp.fc1``, ``mlp.grn.weight``; the atto/femto/pico/nano models run their MLP as 1x1
+  convolutions (``conv_mlp=True``), so those weights are 4-D.
+* ``mmpretrain``: ``backbone.`` prefix, ``depthwise_conv``, ``pointwise_conv1``, ``grn.gamma``
+  of shape (C,).
+* ``hf``: Hugging Face transformers ``ConvNextBackbone`` / ``ConvNextV2Backbone``
+  (``embeddings.*``, ``encoder.stages.{i}.layers.{j}.dwconv``, ``layer_scale_parameter``,
+  ``hidden_states_norms.stage{k}``), under ``convnext.``/``convnextv2.`` in the classifiers.
+
+Adding a layout is adding one record to :data:`LAYOUT_RECORDS`. :func:`convert_state_dict`
+reads any layout (timm's ``checkpoint_filter_fn`` habit); :func:`export_state_dict` writes one,
+with the tensor shapes the target library's model of that size has.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.convnext import ARCH_SETTINGS
+
+_PLACEHOLDERS = {'i': r'(?P<i>\d+)', 'j': r'(?P<j>\d+)', 'k': r'(?P<k>\d+)',
+                 'p': r'(?P<p>weight|bias)'}
+_WRAPPER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'net')
+_MLP_WEIGHT = re.compile(r'stages\.\d+\.\d+\.pwconv[12]\.weight$')
+_GRN_PARAM = re.compile(r'stages\.\d+\.\d+\.grn\.(gamma|beta)$')
+# The sizes timm builds with conv_mlp=True (1x1-conv MLP): its atto..nano, V1 and V2 alike.
+TIMM_CONV_MLP_ARCHS = ('atto', 'femto', 'pico', 'nano')
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for name, group in _PLACEHOLDERS.items():
+        pattern = pattern.replace(re.escape('{' + name + '}'), group)
+    return re.compile(pattern + '$')
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One renaming: a template of ours and the layout's, with ``{i}``, ``{j}``, ``{k}`` (indices)
+    and ``{p}`` (weight/bias) placeholders."""
+    ours: str
+    theirs: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'ours_regex', _template_regex(self.ours))
+        object.__setattr__(self, 'theirs_regex', _template_regex(self.theirs))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything about one checkpoint layout.
+
+    Args:
+        name: The layout's name (``--to`` of ``tools/convert_checkpoint.py``).
+        rules: Renamings from this project's keys to the layout's, first match wins.
+        anchor: Regex of a key that only this layout has, matched at the end of a key (after
+            any prefix such as ``backbone.``); it identifies the layout.
+        classifier_keys: Regex of classification-only keys (head, final norm), dropped on import.
+        flat_grn: GRN parameters stored as (C,) instead of (1, 1, 1, C).
+        conv_mlp_archs: Sizes whose model in that library stores the MLP as 1x1 convolutions,
+            (C_out, C_in, 1, 1) weights instead of Linear (C_out, C_in) ones.
+        file_prefix: Prefix of the backbone's keys in a file written in this layout, as the
+            library's own files have it (mmpretrain classifiers: ``backbone.``, which the
+            ``init_cfg=dict(prefix='backbone.')`` of mmdet's and mmseg's configs expects).
+    """
+    name: str
+    rules: tuple[Rule, ...]
+    anchor: str
+    classifier_keys: str
+    flat_grn: bool = False
+    conv_mlp_archs: tuple[str, ...] = field(default=())
+    file_prefix: str = ''
+
+    def rename_from(self, name: str) -> str | None:
+        """This project's name of the layout's key ``name`` (without prefix), or None."""
+        for rule in self.rules:
+            match = rule.theirs_regex.match(name)
+            if match:
+                return rule.ours.format(**match.groupdict())
+        return None
+
+    def rename_to(self, name: str) -> str | None:
+        """The layout's name of this project's key ``name``, or None."""
+        for rule in self.rules:
+            match = rule.ours_regex.match(name)
+            if match:
+                return rule.theirs.format(**match.groupdict())
+        return None
+
+    def is_classifier_key(self, name: str) -> bool:
+        return re.fullmatch(self.classifier_keys, name) is not None
+
+    def export_tensor(self, ours: str, value: torch.Tensor, arch: str | None) -> torch.Tensor:
+        """``value`` (this project's shape) in the shape this layout stores for ``arch``."""
+        if _GRN_PARAM.search(ours):
+            return value.reshape(-1) if self.flat_grn else value.reshape(1, 1, 1, -1)
+        if _MLP_WEIGHT.search(ours) and arch in self.conv_mlp_archs:
+            return value.reshape(*value.shape, 1, 1)
+        return value
+
+
+def import_tensor(ours: str, value: torch.Tensor) -> torch.Tensor:
+    """A tensor of any layout in this project's shape (the same for every layout)."""
+    if _GRN_PARAM.search(ours):
+        return value.reshape(1, 1, 1, -1)
+    if _MLP_WEIGHT.search(ours) and value.ndim == 4:
+        return value.flatten(1)  # a 1x1-conv MLP weight (timm conv_mlp, mmpretrain 1x1 conv)
+    return value
+
+
+def _block_rules(dwconv: str, norm: str, pwconv1: str, pwconv2: str, gamma: str, grn_gamma: str,
+                 grn_beta: str, block: str) -> tuple[Rule, ...]:
+    names = dict(dwconv=dwconv, norm=norm, pwconv1=pwconv1, pwconv2=pwconv2)
+    rules = [Rule(f'stages.{{i}}.{{j}}.{ours}.{{p}}', f'{block}.{theirs}.{{p}}')
+             for ours, theirs in names.items()]
+    rules += [Rule('stages.{i}.{j}.gamma', f'{block}.{gamma}'),
+              Rule('stages.{i}.{j}.grn.gamma', f'{block}.{grn_gamma}'),
+              Rule('stages.{i}.{j}.grn.beta', f'{block}.{grn_beta}')]
+    return tuple(rules)
+
+
+OFFICIAL = Layout(
+    name='official',
+    rules=(Rule('downsample_layers.{i}.{k}.{p}', 'downsample_layers.{i}.{k}.{p}'),
+           *_block_rules('dwconv', 'norm', 'pwconv1', 'pwconv2', 'gamma', 'grn.gamma',
+                         'grn.beta', block='stages.{i}.{j}'),
+           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    anchor=r'stages\.0\.0\.dwconv\.weight',
+    classifier_keys=r'head\..*|norm\.(weight|bias)',
+)
+TIMM = Layout(
+    name='timm',
+    rules=(Rule('downsample_layers.0.{k}.{p}', 'stem.{k}.{p}'),
+           Rule('downsample_layers.{i}.{k}.{p}', 'stages.{i}.downsample.{k}.{p}'),
+           *_block_rules('conv_dw', 'norm', 'mlp.fc1', 'mlp.fc2', 'gamma', 'mlp.grn.weight',
+                         'mlp.grn.bias', block='stages.{i}.blocks.{j}'),
+           # timm has no per-stage norms; ours are kept under their own names.
+           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    anchor=r'stem\.0\.weight',
+    classifier_keys=r'head\..*|norm_pre\..*',
+    flat_grn=True,
+    conv_mlp_archs=TIMM_CONV_MLP_ARCHS,
+)
+MMPRETRAIN = Layout(
+    name='mmpretrain',
+    rules=(Rule('downsample_layers.{i}.{k}.{p}', 'downsample_layers.{i}.{k}.{p}'),
+           *_block_rules('depthwise_conv', 'norm', 'pointwise_conv1', 'pointwise_conv2', 'gamma',
+                         'grn.gamma', 'grn.beta', block='stages.{i}.{j}'),
+           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    anchor=r'stages\.0\.0\.depthwise_conv\.weight',
+    classifier_keys=r'head\..*',
+    flat_grn=True,
+    file_prefix='backbone.',
+)
+HF = Layout(
+    name='hf',
+    rules=(Rule('downsample_layers.0.0.{p}', 'embeddings.patch_embeddings.{p}'),
+           Rule('downsample_layers.0.1.{p}', 'embeddings.layernorm.{p}'),
+           Rule('downsample_layers.{i}.{k}.{p}', 'encoder.stages.{i}.downsampling_layer.{k}.{p}'),
+           *_block_rules('dwconv', 'layernorm', 'pwconv1', 'pwconv2', 'layer_scale_parameter',
+                         'grn.weight', 'grn.bias', block='encoder.stages.{i}.layers.{j}'),
+           *(Rule(f'norm{k}.{{p}}', f'hidden_states_norms.stage{k + 1}.{{p}}')
+             for k in range(4))),
+    anchor=r'embeddings\.patch_embeddings\.weight',
+    classifier_keys=r'classifier\..*|layernorm\.(weight|bias)',
+)
+
+LAYOUT_RECORDS = {layout.name: layout for layout in (OFFICIAL, TIMM, MMPRETRAIN, HF)}
+LAYOUTS = tuple(LAYOUT_RECORDS)
+
+
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUT_RECORDS:
+        raise ValueError(f'layout={name!r} is not supported; use one of {LAYOUTS}')
+    return LAYOUT_RECORDS[name]
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_state_dict` did, for one readable log message."""
+    layout: str
+    prefix: str
+    dropped_classifier: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # not backbone keys (neck, heads, ...)
+
+
+def unwrap_checkpoint(checkpoint: Mapping) -> dict[str, torch.Tensor]:
+    """Return the state dict inside a checkpoint (``{'model': ...}``, ``{'state_dict': ...}``)."""
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f'a checkpoint must be a dict, got {type(checkpoint).__name__}')
+    for key in _WRAPPER_KEYS:
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping) and any(torch.is_tensor(v) for v in inner.values()):
+            return dict(inner)
+    return {k: v for k, v in checkpoint.items() if torch.is_tensor(v)}
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
+    """Return ``(layout, prefix)`` of a ConvNeXt state dict, e.g. ``('timm', '')`` or
+    ``('official', 'backbone.')`` for a fine-tuned mmdet 2.x detector."""
+    for layout in LAYOUT_RECORDS.values():
+        regex = re.compile(r'(?P<prefix>.*?)' + layout.anchor + '$')
+        for key in state_dict:
+            match = regex.match(key)
+            if match:
+                return layout.name, match.group('prefix')
+    sample = ', '.join(list(state_dict)[:5]) or '(empty)'
+    raise ValueError(f'not a ConvNeXt state dict: no key of a known layout {LAYOUTS} was '
+                     f'found (first keys: {sample})')
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
+                       layout: str | None = None,
+                       prefix: str | None = None) -> tuple[dict[str, torch.Tensor],
+                                                           ConversionReport]:
+    """Convert a ConvNeXt state dict of any published layout to this project's names and shapes.
+
+    Args:
+        state_dict: Tensors by name, already unwrapped (see :func:`unwrap_checkpoint`).
+        layout: One of :data:`LAYOUTS`; detected when None.
+        prefix: Prefix of the backbone's keys (``'backbone.'``, ``'convnext.'``); detected
+            when None. Keys outside it (a detector's neck and heads) are ignored.
+
+    Returns:
+        The converted state dict and a :class:`ConversionReport`.
+    """
+    detected_layout, detected_prefix = detect_layout(state_dict)
+    record = get_layout(layout or detected_layout)
+    prefix = detected_prefix if prefix is None else prefix
+    report = ConversionReport(layout=record.name, prefix=prefix)
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            report.ignored.append(key)
+            continue
+        name = key[len(prefix):]
+        if record.is_classifier_key(name):
+            report.dropped_classifier.append(key)
+            continue
+        ours = record.rename_from(name)
+        if ours is None:
+            report.ignored.append(key)
+        else:
+            converted[ours] = import_tensor(ours, value)
+    return converted, report
+
+
+def arch_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the published size of a state dict in this project's layout, or None for a
+    custom one (identified by its depths and dims)."""
+    dims, depths = [], []
+    for stage in range(4):
+        blocks = {int(m.group(1)) for k in state_dict
+                  if (m := re.match(rf'stages\.{stage}\.(\d+)\.dwconv\.weight$', k))}
+        depths.append(len(blocks))
+        weight = state_dict.get(f'stages.{stage}.0.dwconv.weight')
+        dims.append(None if weight is None else weight.shape[0])
+    for name, setting in ARCH_SETTINGS.items():
+        if setting['depths'] == depths and setting['dims'] == dims:
+            return name
+    return None
+
+
+def export_state_dict(state_dict: Mapping[str, torch.Tensor],
+                      layout: str) -> dict[str, torch.Tensor]:
+    """Write this project's state dict in another layout's names, with the shapes that the target
+    library's model of the same size has (the inverse of :func:`convert_state_dict`)."""
+    record = get_layout(layout)
+    arch = arch_of(state_dict)
+    exported = {}
+    for name, value in state_dict.items():
+        theirs = record.rename_to(name)
+        if theirs is None:
+            raise KeyError(f'{name!r} has no counterpart in the {layout} layout')
+        exported[theirs] = record.export_tensor(name, value, arch)
+    return exported

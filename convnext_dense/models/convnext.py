@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
@@ -88,13 +87,13 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # NCHW -> NHWC: the MLP runs on the last dim
-        x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
-                         self.norm.eps)
-        x = self.act(self.pwconv1(x))
+        x = self.act(self.pwconv1(self.norm(x)))
         if self.grn is not None:
             x = self.grn(x)
         x = self.pwconv2(x)
         if self.gamma is not None:
+            # Under bf16/fp16 autocast an fp32 parameter would promote the product (and the
+            # residual sum after it) to fp32; the cast keeps the block in the autocast dtype.
             x = x * self.gamma.to(x.dtype)
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
@@ -168,6 +167,12 @@ def _check_act_cfg(act_cfg: dict | None) -> None:
                                                                             'approximate'}:
         raise ValueError(f"act_cfg={act_cfg!r} is not supported; ConvNeXt uses "
                          f"dict(type='GELU') (exact GELU, as the paper)")
+
+
+def _check_decay_type(decay_type: str) -> None:
+    if decay_type not in DECAY_TYPES:
+        raise ValueError(f'decay_type={decay_type!r} is not supported; use one of '
+                         f'{DECAY_TYPES}')
 
 
 def _normalize_out_indices(out_indices: int | Sequence[int]) -> tuple[int, ...]:
@@ -333,9 +338,8 @@ class ConvNeXt(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=self.norm_eps))
 
-        # What the necks need to know, as data (as timm's feature_info).
-        self.out_channels = [dims[i] for i in self.out_indices]
-        self.strides = [patch * 2**i for i in self.out_indices]
+        # What the necks need to know, as data (as timm's feature_info); out_channels and
+        # strides are read from it.
         self.feature_info = [
             dict(num_chs=dims[i], reduction=patch * 2**i, module=f'norm{i}')
             for i in self.out_indices
@@ -352,6 +356,16 @@ class ConvNeXt(BaseModule):
             warnings.warn(f'ConvNeXt(frozen_stages={frozen_stages}) also freezes the output '
                           f'norms {norms} of the frozen stages (mmdet\'s convention, as its '
                           'Swin); mmpretrain.ConvNeXt leaves them trainable.', stacklevel=3)
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of each output, for the neck's ``in_channels``."""
+        return [info['num_chs'] for info in self.feature_info]
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of each output with respect to the input image."""
+        return [info['reduction'] for info in self.feature_info]
 
     # -- initialisation ---------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -372,7 +386,7 @@ class ConvNeXt(BaseModule):
                 raise ValueError("init_cfg=dict(type='Pretrained') needs a 'checkpoint' path "
                                  'or URL')
             load_pretrained(self, checkpoint, prefix=cfg.get('prefix'))
-            self._is_init = True
+            self.is_init = True  # as BaseModule.init_weights marks it after its init_cfg
             return
         super().init_weights()
 
@@ -422,6 +436,14 @@ class ConvNeXt(BaseModule):
         """``num_layers`` of the official recipe: stage 2 split into groups of 3 blocks."""
         return 3 + (self.depths[2] + 2) // 3
 
+    def max_layer_id(self, decay_type: str) -> int:
+        """The largest layer id :meth:`get_layer_id` gives a block or downsampling layer (stage 2's
+        last group of 3 blocks, or the last stage); it must not exceed ``num_layers + 1``."""
+        _check_decay_type(decay_type)
+        if decay_type == 'stage_wise':
+            return NUM_STAGES
+        return 3 + (self.depths[2] - 1) // 3
+
     def get_layer_id(self, param_name: str, decay_type: str, num_layers: int) -> int:
         """Layer id of a backbone parameter for learning-rate decay.
 
@@ -438,9 +460,7 @@ class ConvNeXt(BaseModule):
             num_layers: The recipe's ``num_layers``; the per-stage norms and everything outside
                 the backbone get ``num_layers + 1``.
         """
-        if decay_type not in DECAY_TYPES:
-            raise ValueError(f'decay_type={decay_type!r} is not supported; use one of '
-                             f'{DECAY_TYPES}')
+        _check_decay_type(decay_type)
         parts = param_name.split('.')
         if parts[0] == 'downsample_layers':
             if decay_type == 'stage_wise':

@@ -19,8 +19,9 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
+from ..models.convnext import DECAY_TYPES
+
 DECAY_OPTIONS = ('decay_rate', 'decay_type', 'num_layers')
-DECAY_TYPES = ('layer_wise', 'stage_wise')
 # Keys that DefaultOptimWrapperConstructor adds to a parameter group besides 'params'.
 _INTERNAL_KEYS = ('params', 'param_names')
 
@@ -82,12 +83,9 @@ class ConvNeXtLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             print_log(f'paramwise_cfg.num_layers not set: using {default}, the official value '
                       f'for a stage-2 depth of {backbone.depths[2]}', logger='current')
             return default
-        if self.decay_type == 'layer_wise':
-            # Stage 2's last group has id 3 + (depth - 1) // 3; it must not exceed
-            # num_layers + 1, or its scale decay_rate ** (num_layers + 1 - id) would exceed 1.
-            max_id = 3 + (backbone.depths[2] - 1) // 3
-        else:
-            max_id = len(backbone.depths)
+        # A layer id above num_layers + 1 would get a scale decay_rate ** (num_layers + 1 - id)
+        # above 1.
+        max_id = backbone.max_layer_id(self.decay_type)
         if max_id > self.num_layers + 1:
             raise ValueError(
                 f'paramwise_cfg.num_layers={self.num_layers} does not fit this backbone: its '

@@ -1,12 +1,37 @@
-"""Models built the way users build them: mmdet's and mmseg's own base configs with
-``backbone=dict(type='ConvNeXt', ...)`` plugged in through ``custom_imports``."""
+"""Shared test helpers: the repository root, models built the way users build them (mmdet's and
+mmseg's own base configs with ``backbone=dict(type='ConvNeXt', ...)`` plugged in through
+``custom_imports``), and weights moved off their init."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import torch
 from mmengine.hub import get_config
 
-from convnext_dense.models import ARCH_SETTINGS
+from convnext_dense.models import ARCH_SETTINGS, ConvNeXt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Move every parameter off its init (layer scale 1e-6 and zero GRN would hide a misplaced
+    tensor) by ``scale`` x N(0, 1), in place; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale)
+    model.eval()
+    return model
+
+
+def stage_outputs(model: ConvNeXt, x: torch.Tensor) -> list[torch.Tensor]:
+    """Our four stage outputs before the per-stage norms (what timm and Hugging Face return)."""
+    outputs = []
+    for downsample, stage in zip(model.downsample_layers, model.stages):
+        x = stage(downsample(x))
+        outputs.append(x)
+    return outputs
 
 
 def _dims(arch: str) -> list[int]:

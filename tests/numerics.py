@@ -70,3 +70,12 @@ def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor, dept
     assert diff <= limit, (f'{name}: max |difference| {diff:.3g} exceeds {limit:.3g} = '
                            f'eps({dtype}) x depth {depth} x scale '
                            f'{expected.abs().max().item():.3g}')
+
+
+def assert_backbone_outputs_close(ours, theirs, model: nn.Module, x: torch.Tensor) -> None:
+    """Two float32 computations of a ConvNeXt's outputs on ``x`` agree within its reduction
+    depth (GRN sums over the largest map, at stride 4)."""
+    assert len(ours) == len(theirs), (len(ours), len(theirs))
+    depth = reduction_depth(model, grn_positions=x.shape[2] * x.shape[3] // 16)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert_close_to_reference(a, b, depth, name=f'output {i}')

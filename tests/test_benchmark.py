@@ -2,13 +2,12 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from convnext_dense import benchmark
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(backbone_train=(1, 64, 64), backbone_infer=(2, 32, 32), det_train=(1, 64, 96),
             det_infer=(1, 64, 96), seg_train=(1, 64, 64), seg_infer=(1, 64, 128), instances=2)
 

@@ -2,7 +2,6 @@
 init_cfg loading, the CLI and the errors."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,12 @@ from convnext_dense.checkpoint import (
 )
 from convnext_dense.engine import UnsafeCheckpointError, import_mmpretrain
 from convnext_dense.models import ConvNeXt
-from tests.helpers import build_mask_rcnn
-from tests.numerics import assert_close_to_reference, reduction_depth
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, build_mask_rcnn, perturb_, stage_outputs
+from tests.numerics import (
+    assert_backbone_outputs_close,
+    assert_close_to_reference,
+    reduction_depth,
+)
 
 
 def random_state(model):
@@ -221,37 +222,14 @@ def test_fit_whole_model_errors_name_the_checkpoint_and_keys():
 
 
 # -- export: the written file loads into the target library's own model ------------------------
-def perturbed_state(model):
-    """The model's initial weights moved off their init (layer scale 1e-6 and zero GRN would
-    hide a misplaced tensor), at the scale a trained network has."""
-    generator = torch.Generator().manual_seed(0)
-    return {k: v + 0.05 * torch.randn(v.shape, generator=generator)
-            for k, v in model.state_dict().items()}
-
-
 def exported_file(tmp_path, model: ConvNeXt, layout: str) -> dict:
     """The model's perturbed weights, loaded into it and written by the converter in
     ``layout``; returns the written state dict."""
-    model.load_state_dict(perturbed_state(model))
+    perturb_(model)
     torch.save({'state_dict': model.state_dict()}, tmp_path / 'ours.pth')
     convert_checkpoint_file(str(tmp_path / 'ours.pth'), str(tmp_path / f'{layout}.pth'),
                             layout=layout)
     return torch.load(tmp_path / f'{layout}.pth', weights_only=True)['state_dict']
-
-
-def assert_outputs_match(ours, theirs, model: ConvNeXt, x: torch.Tensor) -> None:
-    depth = reduction_depth(model, grn_positions=x.shape[2] * x.shape[3] // 16)
-    assert len(ours) == len(theirs) == 4
-    for i, (a, b) in enumerate(zip(ours, theirs)):
-        assert_close_to_reference(a, b, depth, name=f'stage {i}')
-
-
-def stage_outputs(model: ConvNeXt, x: torch.Tensor) -> list[torch.Tensor]:
-    outputs = []
-    for i in range(4):
-        x = model.stages[i](model.downsample_layers[i](x))
-        outputs.append(x)
-    return outputs
 
 
 @pytest.mark.parametrize('timm_name, arch, version', [
@@ -274,7 +252,7 @@ def test_export_to_timm_loads_into_timm(tmp_path, timm_name, arch, version):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         features = reference.forward_intermediates(x, intermediates_only=True)
-        assert_outputs_match(stage_outputs(ours, x), features, ours, x)
+        assert_backbone_outputs_close(stage_outputs(ours, x), features, ours, x)
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
@@ -291,7 +269,7 @@ def test_export_to_hf_loads_into_transformers_backbone(tmp_path, version):
     reference.load_state_dict(state, strict=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        assert_outputs_match(ours(x), reference(x).feature_maps, ours, x)
+        assert_backbone_outputs_close(ours(x), reference(x).feature_maps, ours, x)
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
@@ -311,4 +289,4 @@ def test_export_to_mmpretrain_loads_as_mmdet_configs_load_it(tmp_path, version):
     reference.load_state_dict(state, strict=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        assert_outputs_match(ours(x), reference(x), ours, x)
+        assert_backbone_outputs_close(ours(x), reference(x), ours, x)

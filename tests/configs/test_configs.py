@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from mmengine.optim import build_optim_wrapper
 
 from convnext_dense.analysis import build_model_for_analysis, default_flops_shape
 from convnext_dense.models import ARCH_SETTINGS
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
 
 # config: (arch, params of the paper in M, decay_rate, decay_type, num_layers, lr, amp).

@@ -12,8 +12,8 @@ from mmengine.config import Config
 from pycocotools.coco import COCO
 
 from convnext_dense.datasets import CLASSES, PALETTE, generate_scene, make_toy_data
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DET_CONFIG = ROOT / 'configs/mask_rcnn/convnext_atto_toy.py'
 SEG_CONFIG = ROOT / 'configs/upernet/convnext_atto_toy.py'
 ARGS = dict(num_train=8, num_val=4, size=128, seed=3)

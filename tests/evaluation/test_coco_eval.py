@@ -14,8 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from convnext_dense.datasets import make_toy_data
 from convnext_dense.evaluation import METRIC_NAMES, evaluate_files
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 def noisy_results(coco: COCO, seed: int = 0) -> tuple[list, list]:

@@ -6,48 +6,16 @@ import torch
 from convnext_dense.checkpoint import load_state_dict_into
 from convnext_dense.engine import import_mmpretrain
 from convnext_dense.models import ARCH_SETTINGS, V1_ARCHS, V2_ARCHS, ConvNeXt
-from tests.numerics import assert_close_to_reference, reduction_depth, rounding_depth
-
-
-def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every parameter off its init (layer scale 1e-6 and zero GRN would hide bugs)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
-def stage_outputs(model: ConvNeXt, x: torch.Tensor) -> list[torch.Tensor]:
-    """Our stage outputs before the per-stage norms, captured with hooks."""
-    captured = []
-    hooks = [stage.register_forward_hook(lambda m, i, o: captured.append(o))
-             for stage in model.stages]
-    try:
-        model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return captured
-
-
-def assert_same_outputs(ours, theirs, model: ConvNeXt, x: torch.Tensor) -> None:
-    """Two float32 computations of the backbone agree within its reduction depth."""
-    assert len(ours) == len(theirs)
-    depth = reduction_depth(model, grn_positions=x.shape[2] * x.shape[3] // 16)
-    for i, (a, b) in enumerate(zip(ours, theirs)):
-        assert_close_to_reference(a, b, depth, name=f'output {i}')
+from tests.helpers import perturb_, stage_outputs
+from tests.numerics import (
+    assert_backbone_outputs_close,
+    assert_close_to_reference,
+    reduction_depth,
+    rounding_depth,
+)
 
 
 # -- parity against outside implementations ---------------------------------------------------
-def timm_stage_outputs(model, x):
-    outputs, y = [], model.stem(x)
-    for stage in model.stages:
-        y = stage(y)
-        outputs.append(y)
-    return outputs
-
-
 # V2 models with Linear MLPs, as the official V2 code builds them (timm's published small V2
 # sizes use 1x1 convolutions instead: see the next test).
 @pytest.mark.parametrize('timm_name, timm_kwargs, arch', [
@@ -63,7 +31,8 @@ def test_matches_timm(timm_name, timm_kwargs, arch):
     load_state_dict_into(ours, reference.state_dict(), source=timm_name)
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert_same_outputs(stage_outputs(ours, x), timm_stage_outputs(reference, x), ours, x)
+        theirs = reference.forward_intermediates(x, intermediates_only=True)
+        assert_backbone_outputs_close(stage_outputs(ours, x), theirs, ours, x)
 
 
 def test_matches_timm_conv_mlp_layout():
@@ -76,7 +45,8 @@ def test_matches_timm_conv_mlp_layout():
     load_state_dict_into(ours, reference.state_dict())
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert_same_outputs(stage_outputs(ours, x), timm_stage_outputs(reference, x), ours, x)
+        theirs = reference.forward_intermediates(x, intermediates_only=True)
+        assert_backbone_outputs_close(stage_outputs(ours, x), theirs, ours, x)
 
 
 @pytest.mark.parametrize('arch, kwargs', [
@@ -93,7 +63,8 @@ def test_matches_mmpretrain(arch, kwargs):
     load_state_dict_into(ours, {f'backbone.{k}': v for k, v in reference.state_dict().items()})
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert_same_outputs(ours(x), reference(x), ours, x)  # both through per-stage norms
+        # both through their per-stage norms
+        assert_backbone_outputs_close(ours(x), reference(x), ours, x)
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
@@ -114,7 +85,7 @@ def test_matches_huggingface(version):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         hidden = reference(x, output_hidden_states=True).hidden_states[1:]
-        assert_same_outputs(stage_outputs(ours, x), hidden, ours, x)
+        assert_backbone_outputs_close(stage_outputs(ours, x), hidden, ours, x)
 
 
 # -- arch presets -----------------------------------------------------------------------------
@@ -187,7 +158,7 @@ def test_with_cp_same_outputs_and_gradients():
     outs = [model(x.clone().requires_grad_()) for model in (plain, checkpointed)]
     for out in outs:
         sum(o.square().mean() for o in out).backward()
-    assert_same_outputs(outs[1], outs[0], plain, x)
+    assert_backbone_outputs_close(outs[1], outs[0], plain, x)
     # A weight's gradient adds the backward pass's reductions (as deep as the forward's) to a
     # sum over the batch's positions of the largest map.
     depth = 2 * reduction_depth(plain, grn_positions=64 * 64 // 16) + 2 * 64 * 64 // 16
@@ -202,7 +173,7 @@ def test_channels_last_same_output():
         reference = model(x)
         fast = model.to(memory_format=torch.channels_last)(
             x.to(memory_format=torch.channels_last))
-    assert_same_outputs(fast, reference, model, x)
+    assert_backbone_outputs_close(fast, reference, model, x)
     for b in fast:
         assert b.is_contiguous()  # outputs are NCHW whatever the model's memory format
 

@@ -9,8 +9,8 @@ import pytest
 
 from convnext_dense.apis import read_image
 from convnext_dense.engine.launch import load_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 BROKEN_LINE = "    norm_cfg=dict(type='BN' requires_grad=True),"

@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN ConvNeXt-B (ImageNet-1K), 3x (36 epochs), multi-scale 480-800 + crop,
-# 4conv1fc GIoU box heads. Paper: 146M params, 964 GFLOPs, 52.7 box AP / 45.6 mask AP.
+# 4conv1fc GIoU box heads. Paper's numbers: configs/metafile.yml.
 # Values as the official
 # cascade_mask_rcnn_convnext_base_..._3x_coco_in1k.py (configs/convnext/);
 # mmdet has no ConvNeXt-B config.

@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN ConvNeXt-B (ImageNet-22K), 3x (36 epochs), multi-scale 480-800 + crop,
-# 4conv1fc GIoU box heads. Paper: 146M params, 964 GFLOPs, 54.0 box AP / 46.9 mask AP.
+# 4conv1fc GIoU box heads. Paper's numbers: configs/metafile.yml.
 # Values as the official
 # cascade_mask_rcnn_convnext_base_..._3x_coco_in22k.py (configs/convnext/);
 # mmdet has no ConvNeXt-B config. Differs from the 1K one in weights, drop path and lr.

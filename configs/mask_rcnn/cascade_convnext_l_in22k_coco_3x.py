@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN ConvNeXt-L (ImageNet-22K), 3x (36 epochs), multi-scale 480-800 + crop,
-# 4conv1fc GIoU box heads. Paper: 255M params, 1354 GFLOPs, 54.8 box AP / 47.6 mask AP.
+# 4conv1fc GIoU box heads. Paper's numbers: configs/metafile.yml.
 # Values as the official
 # cascade_mask_rcnn_convnext_large_..._3x_coco_in22k.py (configs/convnext/);
 # mmdet has no ConvNeXt-L config.

@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN ConvNeXt-T (ImageNet-1K), 3x (36 epochs), multi-scale 480-800 + crop,
-# 4conv1fc GIoU box heads. Paper: 86M params, 741 GFLOPs, 50.4 box AP / 43.7 mask AP.
+# 4conv1fc GIoU box heads. Paper's numbers: configs/metafile.yml.
 # Values as the official
 # cascade_mask_rcnn_convnext_tiny_..._3x_coco_in1k.py (configs/convnext/);
 # mmdet's cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py agrees

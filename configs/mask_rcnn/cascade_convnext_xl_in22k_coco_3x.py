@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN ConvNeXt-XL (ImageNet-22K), 3x (36 epochs), multi-scale 480-800 + crop,
-# 4conv1fc GIoU box heads. Paper: 407M params, 1898 GFLOPs, 55.2 box AP / 47.7 mask AP.
+# 4conv1fc GIoU box heads. Paper's numbers: configs/metafile.yml.
 # Values as the official
 # cascade_mask_rcnn_convnext_xlarge_..._3x_coco_in22k.py (configs/convnext/);
 # mmdet has no ConvNeXt-XL config.

@@ -1,5 +1,5 @@
-# Mask R-CNN ConvNeXt-T (ImageNet-1K), 3x (36 epochs) multi-scale + crop; paper: 48M params,
-# 262 GFLOPs, 46.2 box AP / 41.7 mask AP. Values as the official
+# Mask R-CNN ConvNeXt-T (ImageNet-1K), 3x (36 epochs) multi-scale + crop (the paper's numbers:
+# configs/metafile.yml). Values as the official
 # mask_rcnn_convnext_tiny_patch4_window7_mstrain_480-800_adamw_3x_coco_in1k.py (mmdet's
 # mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py agrees apart from the warm-up).
 _base_ = ['./_base_/mask_rcnn_convnext_coco_3x.py']

@@ -1,5 +1,5 @@
 # UperNet ConvNeXt-B (ImageNet-1K), 512x512 crops, 160k iterations on ADE20K.
-# Paper: 122M params, 1170 GFLOPs, 49.1 mIoU (49.9 ms+flip).
+# Paper's numbers: configs/metafile.yml.
 # Values as the official upernet_convnext_base_512_160k_ade20k_ss.py;
 # mmseg: convnext-base_upernet_8xb2-amp-160k_ade20k-512x512.py.
 _base_ = ['./_base_/upernet_convnext_512.py']

@@ -1,5 +1,5 @@
 # UperNet ConvNeXt-B (ImageNet-22K), 640x640 crops, 160k iterations on ADE20K.
-# Paper: 122M params, 1828 GFLOPs, 52.6 mIoU (53.1 ms+flip).
+# Paper's numbers: configs/metafile.yml.
 # Values as the official upernet_convnext_base_640_160k_ade20k_ss.py;
 # mmseg: convnext-base_upernet_8xb2-amp-160k_ade20k-640x640.py.
 _base_ = ['./_base_/upernet_convnext_640.py']

@@ -1,5 +1,5 @@
 # UperNet ConvNeXt-T (ImageNet-1K), 512x512 crops, 160k iterations on ADE20K.
-# Paper: 60M params, 939 GFLOPs, 46.0 mIoU (46.7 ms+flip).
+# Paper's numbers: configs/metafile.yml.
 # Values as the official upernet_convnext_tiny_512_160k_ade20k_ss.py;
 # mmseg: convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py.
 _base_ = ['./_base_/upernet_convnext_512.py']

@@ -1,5 +1,5 @@
 # UperNet ConvNeXt-XL (ImageNet-22K), 640x640 crops, 160k iterations on ADE20K.
-# Paper: 391M params, 3335 GFLOPs, 53.6 mIoU (54.0 ms+flip).
+# Paper's numbers: configs/metafile.yml.
 # Values as the official upernet_convnext_xlarge_640_160k_ade20k_ss.py;
 # mmseg: convnext-xlarge_upernet_8xb2-amp-160k_ade20k-640x640.py.
 _base_ = ['./_base_/upernet_convnext_640.py']

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
@@ -20,52 +21,28 @@ from tests.helpers import ROOT
 
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
 
-# config: (arch, params of the paper in M, decay_rate, decay_type, num_layers, lr, amp).
-# Liu et al. 2022 Tables 3/4 and the official configs (facebookresearch/ConvNeXt).
-PAPER = {
-    'mask_rcnn/mask_rcnn_convnext_t_coco_1x.py': ('tiny', 48, 0.95, 'layer_wise', 6, 1e-4, True),
-    'mask_rcnn/mask_rcnn_convnext_t_coco_3x.py': ('tiny', 48, 0.95, 'layer_wise', 6, 1e-4, True),
-    'mask_rcnn/convnext_t_coco_3x.py': ('tiny', 48, 0.95, 'layer_wise', 6, 1e-4, True),
-    'mask_rcnn/cascade_convnext_t_coco_3x.py': ('tiny', 86, 0.7, 'layer_wise', 6, 2e-4, True),
-    'mask_rcnn/cascade_convnext_s_coco_3x.py': ('small', 108, 0.7, 'layer_wise', 12, 2e-4, True),
-    'mask_rcnn/cascade_convnext_b_coco_3x.py': ('base', 146, 0.8, 'layer_wise', 12, 2e-4, True),
-    'mask_rcnn/cascade_convnext_b_in22k_coco_3x.py':
-        ('base', 146, 0.8, 'layer_wise', 12, 1e-4, True),
-    'mask_rcnn/cascade_convnext_l_in22k_coco_3x.py':
-        ('large', 255, 0.7, 'layer_wise', 12, 1e-4, False),
-    'mask_rcnn/cascade_convnext_xl_in22k_coco_3x.py':
-        ('xlarge', 407, 0.7, 'layer_wise', 12, 1e-4, False),
-    'upernet/convnext_t_ade20k.py': ('tiny', 60, 0.9, 'stage_wise', 6, 1e-4, True),
-    'upernet/convnext_s_ade20k.py': ('small', 82, 0.9, 'stage_wise', 12, 1e-4, True),
-    'upernet/convnext_b_ade20k.py': ('base', 122, 0.9, 'stage_wise', 12, 1e-4, True),
-    'upernet/convnext_b_in22k_ade20k_640.py': ('base', 122, 0.9, 'stage_wise', 12, 1e-4, True),
-    'upernet/convnext_l_in22k_ade20k_640.py':
-        ('large', 235, 0.9, 'stage_wise', 12, 1e-4, False),
-    'upernet/convnext_xl_in22k_ade20k_640.py':
-        ('xlarge', 391, 0.9, 'stage_wise', 12, 8e-5, False),
-}
-PAPER.update({k.replace('.py', '_ms.py'): v for k, v in PAPER.items() if k.startswith('upernet')})
 
-# drop path of the official configs
-DROP_PATH = {
-    'mask_rcnn/mask_rcnn_convnext_t_coco_1x.py': 0.4,
-    'mask_rcnn/mask_rcnn_convnext_t_coco_3x.py': 0.4,
-    'mask_rcnn/convnext_t_coco_3x.py': 0.4,
-    'mask_rcnn/cascade_convnext_t_coco_3x.py': 0.4,
-    'mask_rcnn/cascade_convnext_s_coco_3x.py': 0.6,
-    'mask_rcnn/cascade_convnext_b_coco_3x.py': 0.7,
-    'mask_rcnn/cascade_convnext_b_in22k_coco_3x.py': 0.6,
-    'mask_rcnn/cascade_convnext_l_in22k_coco_3x.py': 0.7,
-    'mask_rcnn/cascade_convnext_xl_in22k_coco_3x.py': 0.8,
-    'upernet/convnext_t_ade20k.py': 0.4,
-    'upernet/convnext_s_ade20k.py': 0.3,
-    'upernet/convnext_b_ade20k.py': 0.4,
-    'upernet/convnext_b_in22k_ade20k_640.py': 0.4,
-    'upernet/convnext_l_in22k_ade20k_640.py': 0.4,
-    'upernet/convnext_xl_in22k_ade20k_640.py': 0.4,
+def _read_metafile() -> dict[str, dict]:
+    """configs/metafile.yml, the one source of the paper's numbers and recipes, by config."""
+    with open(ROOT / 'configs/metafile.yml', encoding='utf-8') as f:
+        models = {m['config']: m for m in yaml.safe_load(f)['Models']}
+    for model in models.values():  # the same network as another config: its params
+        if 'same_model_as' in model:
+            model['paper'].setdefault(
+                'params_m', models[model['same_model_as']]['paper']['params_m'])
+    return models
+
+
+METAFILE = _read_metafile()
+# config: (arch, params of the paper in M, decay_rate, decay_type, num_layers, lr, amp).
+PAPER = {
+    name: (m['arch'], m['paper']['params_m'], m['recipe']['decay_rate'],
+           m['recipe']['decay_type'], m['recipe']['num_layers'], m['recipe']['lr'],
+           m['recipe']['amp'])
+    for name, m in METAFILE.items()
 }
-DROP_PATH.update({k.replace('.py', '_ms.py'): v for k, v in DROP_PATH.items()
-                  if k.startswith('upernet')})
+# drop path of the official configs
+DROP_PATH = {name: m['recipe']['drop_path_rate'] for name, m in METAFILE.items()}
 
 FORWARD_ARCHS = ('tiny', 'small', 'base')  # L/XL: build only, too slow on a CPU
 # Same model and optimizer settings as another config's forward test (alias, 1x schedule,
@@ -317,3 +294,12 @@ def test_get_flops_tool():
     flops_line = next(line for line in proc.stdout.splitlines() if line.startswith('FLOPs:'))
     gflops = float(flops_line.split()[1])
     assert 10 < gflops < 20  # ~939 G at 2048x512 scaled down 64x
+
+
+def test_docs_table_is_the_metafile():
+    """docs/configs.md shows configs/metafile.yml as tools/analysis/paper_table.py renders it."""
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/paper_table.py')],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    table = proc.stdout.strip()
+    assert table.count('\n') == len(METAFILE) + 1  # header, rule, one row per config
+    assert table in (ROOT / 'docs/configs.md').read_text()

@@ -1,7 +1,8 @@
 """Train an mmdet or mmseg config (the task comes from its ``default_scope``).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--amp]
-                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--tensorboard]
+                          [--auto-scale-lr] [--cfg-options k=v ...]
+                          [--launcher none|pytorch|slurm] [--tensorboard]
 
 Multi-GPU / multi-node: ``tools/dist_train.sh CONFIG GPUS [args]``; Slurm:
 ``tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR``.
@@ -22,6 +23,9 @@ def parse_args():
                         'default when the flag has no value) or from the given checkpoint')
     parser.add_argument('--amp', action='store_true',
                         help='fp16 automatic mixed precision (dynamic loss scale)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate to the total batch size (GPUs x '
+                        'batch per GPU) from the config\'s auto_scale_lr.base_batch_size')
     parser.add_argument('--tensorboard', action='store_true',
                         help='also log to TensorBoard (WORK_DIR/TIMESTAMP/vis_data)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -38,7 +42,7 @@ def main():
     args = parse_args()
     cfg = prepare_train_cfg(args.config, work_dir=args.work_dir, resume=args.resume,
                             amp=args.amp, cfg_options=args.cfg_options, launcher=args.launcher,
-                            tensorboard=args.tensorboard)
+                            tensorboard=args.tensorboard, auto_scale_lr=args.auto_scale_lr)
     make_runner(cfg).train()
 
 

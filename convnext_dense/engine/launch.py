@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging
 import os.path as osp
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,9 +29,57 @@ from mmengine.logging import print_log
 
 from .data_checks import check_datasets
 
-SCOPES = ('mmdet', 'mmseg')
-__all__ = ['DictAction', 'SCOPES', 'check_cfg_options', 'load_config', 'make_runner',
-           'prepare_test_cfg', 'prepare_train_cfg']
+
+def _mmdet_show_dir(cfg: Config, show_dir: str) -> None:
+    # mmdet's DetVisualizationHook writes each test picture under its own test_out_dir.
+    cfg.default_hooks.visualization.test_out_dir = show_dir
+
+
+def _mmseg_show_dir(cfg: Config, show_dir: str) -> None:
+    # mmseg's SegVisualizationHook hands pictures to the visualizer's backends, which write
+    # under the visualizer's save_dir.
+    cfg.visualizer.save_dir = show_dir
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+
+
+def _mmdet_out(cfg: Config, out: str, evaluators: list) -> None:
+    # mmdet dumps the raw predictions (boxes, masks) to one pickle, as its tools/test.py --out.
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out {out}: detection results are saved as a .pkl file')
+    evaluators.append(dict(type='DumpDetResults', out_file_path=out))
+
+
+def _mmseg_out(cfg: Config, out: str, evaluators: list) -> None:
+    # mmseg's IoUMetric writes the predicted label maps as PNGs into a folder.
+    for evaluator in evaluators:
+        evaluator['output_dir'] = out
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a tool does differently for mmdet and for mmseg configs, and why.
+
+    Args:
+        scope: The config's ``default_scope``.
+        show_dir: Points the config's test-time pictures at a folder (``--show-dir``).
+        save_predictions: Saves the predictions at ``--out`` (adds to the test evaluators).
+        tta_keeps_image_loading: mmdet's ``tta_pipeline`` starts with its own image loading
+            step, which must read as the test pipeline's does (``backend_args``); mmseg's
+            carries its own.
+    """
+    scope: str
+    show_dir: Callable[[Config, str], None]
+    save_predictions: Callable[[Config, str, list], None]
+    tta_keeps_image_loading: bool
+
+
+TASKS = {
+    'mmdet': Task('mmdet', _mmdet_show_dir, _mmdet_out, tta_keeps_image_loading=True),
+    'mmseg': Task('mmseg', _mmseg_show_dir, _mmseg_out, tta_keeps_image_loading=False),
+}
+SCOPES = tuple(TASKS)
+__all__ = ['DictAction', 'SCOPES', 'TASKS', 'Task', 'check_cfg_options', 'load_config',
+           'make_runner', 'prepare_test_cfg', 'prepare_train_cfg']
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -223,7 +274,8 @@ def prepare_train_cfg(config: str,
                       amp: bool = False,
                       cfg_options: dict | None = None,
                       launcher: str = 'none',
-                      tensorboard: bool = False) -> Config:
+                      tensorboard: bool = False,
+                      auto_scale_lr: bool = False) -> Config:
     """The config ``tools/train.py`` hands to ``Runner.from_cfg``.
 
     Args:
@@ -231,13 +283,26 @@ def prepare_train_cfg(config: str,
             checkpoint path.
         amp: fp16 automatic mixed precision with dynamic loss scaling (bf16 needs none; set
             ``optim_wrapper.dtype='bfloat16'`` for it).
+        auto_scale_lr: Scale the learning rate by the total batch size over the config's
+            ``auto_scale_lr.base_batch_size`` (mmengine's linear scaling rule), for training
+            on another number of GPUs than the recipe's.
     """
     cfg = load_config(config, cfg_options)
     if amp:
         wrapper = cfg.optim_wrapper
-        if wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+        if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print_log(f'--amp: {config} already trains with AMP (AmpOptimWrapper)',
+                      logger='current', level=logging.WARNING)
+        elif wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
             wrapper.type = 'AmpOptimWrapper'
             wrapper.setdefault('loss_scale', 'dynamic')
+    if auto_scale_lr:
+        scaling = cfg.get('auto_scale_lr')
+        if not isinstance(scaling, dict) or 'base_batch_size' not in scaling:
+            raise ValueError(f'--auto-scale-lr: {config} has no auto_scale_lr = dict('
+                             'enable=..., base_batch_size=...), the batch size its learning '
+                             'rate is meant for')
+        scaling['enable'] = True
     if resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
@@ -262,8 +327,7 @@ def _use_tta(cfg: Config, config: str) -> None:
     test_data = cfg.test_dataloader.dataset
     while 'dataset' in test_data:  # wrapped datasets
         test_data = test_data.dataset
-    if cfg.default_scope == 'mmdet':
-        # mmdet's tta_pipeline keeps the image loading of the test pipeline
+    if TASKS[cfg.default_scope].tta_keeps_image_loading:
         cfg.tta_pipeline[0].backend_args = test_data.pipeline[0].get('backend_args')
     test_data.pipeline = cfg.tta_pipeline
 
@@ -289,28 +353,18 @@ def prepare_test_cfg(config: str,
     # would only warn and evaluate untrained weights) and converts another backbone layout.
     cfg.load_from = None
     _add_hook(cfg, 'LoadCheckpointHook', checkpoint=checkpoint)
-    if cfg.default_scope == 'mmdet' and cfg.model.get('backbone', {}).get('init_cfg'):
+    if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
     if tta:
         _use_tta(cfg, config)
+    task = TASKS[cfg.default_scope]
     if show_dir is not None:
-        visualization = cfg.default_hooks.visualization
-        visualization.draw = True
-        if cfg.default_scope == 'mmdet':
-            visualization.test_out_dir = osp.abspath(show_dir)
-        else:
-            cfg.visualizer.save_dir = osp.abspath(show_dir)
-            cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+        cfg.default_hooks.visualization.draw = True
+        task.show_dir(cfg, osp.abspath(show_dir))
     if out is not None:
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
             else [cfg.test_evaluator]
-        if cfg.default_scope == 'mmdet':
-            if not out.endswith(('.pkl', '.pickle')):
-                raise ValueError(f'--out {out}: detection results are saved as a .pkl file')
-            evaluators.append(dict(type='DumpDetResults', out_file_path=out))
-        else:
-            for evaluator in evaluators:
-                evaluator['output_dir'] = out
+        task.save_predictions(cfg, out, evaluators)
         cfg.test_evaluator = evaluators
     _add_hook(cfg, 'EvalProgressBarHook')
     return _common(cfg, config, work_dir, launcher, ('test_dataloader', ))

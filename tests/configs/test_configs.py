@@ -303,3 +303,13 @@ def test_docs_table_is_the_metafile():
     table = proc.stdout.strip()
     assert table.count('\n') == len(METAFILE) + 1  # header, rule, one row per config
     assert table in (ROOT / 'docs/configs.md').read_text()
+
+
+def test_get_flops_tool_checks_cfg_options():
+    cmd = [sys.executable, str(ROOT / 'tools/analysis/get_flops.py'),
+           str(ROOT / 'configs/upernet/convnext_t_ade20k.py'), '--shape', '64',
+           '--cfg-options', 'model.backbone.drop_path_rat=0.1']
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    assert "the config has no 'model.backbone.drop_path_rat'; did you mean " \
+        "'drop_path_rate'?" in proc.stderr

@@ -115,3 +115,40 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_bytes() == b'complete old checkpoint'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
+
+
+def test_amp_flag_on_an_amp_config_is_warned(config_file, monkeypatch):
+    from convnext_dense.engine import launch
+    messages = []
+    monkeypatch.setattr(launch, 'print_log', lambda msg, **kwargs: messages.append(msg))
+    cfg = prepare_train_cfg(config_file, amp=True)
+    assert cfg.optim_wrapper.type in ('AmpOptimWrapper', 'OptimWrapper')  # OptimWrapper on CPU
+    assert any(m == f'--amp: {config_file} already trains with AMP (AmpOptimWrapper)'
+               for m in messages), messages
+
+
+def test_auto_scale_lr(config_file, tmp_path):
+    with pytest.raises(ValueError, match=r'--auto-scale-lr: .*upernet_atto\.py has no '
+                       r'auto_scale_lr'):
+        prepare_train_cfg(config_file, auto_scale_lr=True)
+    scaled = tmp_path / 'scaled.py'
+    scaled.write_text(f"_base_ = [{config_file!r}]\n"
+                      "auto_scale_lr = dict(enable=False, base_batch_size=16)\n")
+    assert not prepare_train_cfg(str(scaled)).auto_scale_lr.enable
+    assert prepare_train_cfg(str(scaled), auto_scale_lr=True).auto_scale_lr == dict(
+        enable=True, base_batch_size=16)
+
+
+def test_test_outputs_of_a_segmentation_config(config_file, tmp_path):
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    with_hooks = tmp_path / 'with_hooks.py'
+    with_hooks.write_text(f"_base_ = [{config_file!r}]\n"
+                          "default_hooks = dict(visualization=dict(type='SegVisualizationHook'))"
+                          "\ntest_evaluator = dict(type='IoUMetric')\n")
+    cfg = prepare_test_cfg(str(with_hooks), str(checkpoint), out=str(tmp_path / 'maps'),
+                           show_dir=str(tmp_path / 'pics'))
+    assert cfg.test_evaluator == [dict(type='IoUMetric', output_dir=str(tmp_path / 'maps'))]
+    assert cfg.default_hooks.visualization.draw
+    assert cfg.visualizer.save_dir == str(tmp_path / 'pics')
+    assert cfg.visualizer.vis_backends == [dict(type='LocalVisBackend')]

@@ -9,16 +9,12 @@ crops) or 640x2560 (640 crops) for UperNet, the sizes of the paper's FLOPs. See
 """
 import argparse
 import logging
-import sys
 import warnings
-from pathlib import Path
 
-from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
-
-from convnext_dense.analysis import model_complexity  # noqa: E402
+from convnext_dense.analysis import model_complexity
+from convnext_dense.engine.launch import DictAction, load_config
 
 
 def parse_args(argv=None):
@@ -28,7 +24,8 @@ def parse_args(argv=None):
                         help='input size: H W, or one N for N x N (default: the config\'s '
                              'flops_shape, else the paper\'s size)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
+                        help='override config settings, key=value; a key that is not in '
+                        'the config is an error')
     parser.add_argument('--verbose', action='store_true',
                         help="show the FLOP counter's warnings (ops it does not count)")
     args = parser.parse_args(argv)
@@ -42,9 +39,7 @@ def main(argv=None):
     if not args.verbose:
         warnings.filterwarnings('ignore')
         MMLogger.get_instance('mmengine').setLevel(logging.ERROR)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)  # checked --cfg-options, as train/test
     shape = None
     if args.shape is not None:
         shape = args.shape * 2 if len(args.shape) == 1 else args.shape

@@ -36,8 +36,8 @@ CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'ring', 'star')
 # RGB; the colour each class is painted in (textures vary around it) and drawn with.
 PALETTE: list[list[int]] = [[220, 40, 40], [40, 170, 60], [50, 80, 220], [240, 200, 30],
                             [200, 60, 200]]
-COCO_METAINFO: dict[str, Any] = dict(classes=CLASSES, palette=PALETTE)
-ADE_METAINFO: dict[str, Any] = dict(classes=CLASSES, palette=PALETTE)
+# The dataset metainfo of both toy sets (the toy configs state the same, checked by the tests).
+METAINFO: dict[str, Any] = dict(classes=CLASSES, palette=PALETTE)
 COCO_DIR, ADE_DIR = 'toy_coco', 'toy_ade'
 SPLITS = (('train', 'training'), ('val', 'validation'))  # (COCO name, ADE20K name)
 
@@ -135,6 +135,17 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 # -- scenes -------------------------------------------------------------------------------------
+@dataclass
+class _Placement:
+    """An object painted into a scene being built."""
+    label: int
+    cx: float
+    cy: float
+    radius: float
+    full_mask: np.ndarray  # bool HxW, the whole shape
+    visible: np.ndarray  # bool HxW, what later objects left of it
+
+
 def generate_scene(rng: np.random.Generator,
                    size: int = 128,
                    min_objects: int = 2,
@@ -154,39 +165,37 @@ def generate_scene(rng: np.random.Generator,
     if size < 32:
         raise ValueError(f'size={size}: toy scenes need at least 32x32 pixels')
     image = _background(rng, size)
-    full_masks: list[np.ndarray] = []
-    placed: list[tuple[int, float, float, float]] = []
-    visible: list[np.ndarray] = []
+    placed: list[_Placement] = []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         for _attempt in range(20):
             label = int(rng.integers(len(CLASSES)))
             radius = rng.uniform(0.08, 0.2) * size
             if placed and rng.random() < 0.5:  # next to an earlier object: occlusion
-                _, ox, oy, orad = placed[int(rng.integers(len(placed)))]
+                other = placed[int(rng.integers(len(placed)))]
                 direction = rng.uniform(0, 2 * np.pi)
-                distance = orad + radius * rng.uniform(0.2, 0.9)
-                cx, cy = ox + distance * np.cos(direction), oy + distance * np.sin(direction)
+                distance = other.radius + radius * rng.uniform(0.2, 0.9)
+                cx = other.cx + distance * np.cos(direction)
+                cy = other.cy + distance * np.sin(direction)
             else:
                 cx, cy = rng.uniform(0.1 * size, 0.9 * size, 2)
             if not (0.05 * size <= cx <= 0.95 * size and 0.05 * size <= cy <= 0.95 * size):
                 continue
             mask = _shape_mask(label, cx, cy, radius, rng.uniform(0, 2 * np.pi), size)
-            new_visible = [v & ~mask for v in visible]
-            fulls = full_masks + [mask]
-            visible_after = new_visible + [mask]
-            if all(v.sum() >= max(MIN_VISIBLE_FRACTION * f.sum(), MIN_VISIBLE_PIXELS)
-                   for v, f in zip(visible_after, fulls)):
+            candidate = _Placement(label, cx, cy, radius, mask, mask)
+            # what each object would still show with this one painted over them
+            visible_after = [p.visible & ~mask for p in placed] + [mask]
+            if all(v.sum() >= max(MIN_VISIBLE_FRACTION * p.full_mask.sum(), MIN_VISIBLE_PIXELS)
+                   for v, p in zip(visible_after, placed + [candidate])):
                 break
         else:
             continue  # no acceptable placement for this object
         texture = _texture(label, rng, size, cx, cy, radius)
         image[mask] = texture[mask]
-        full_masks.append(mask)
-        placed.append((label, cx, cy, radius))
-        visible = visible_after
+        for placement, visible in zip(placed, visible_after):
+            placement.visible = visible
+        placed.append(candidate)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    objects = [ToyObject(label, v, int(f.sum()))
-               for (label, *_), v, f in zip(placed, visible, full_masks)]
+    objects = [ToyObject(p.label, p.visible, int(p.full_mask.sum())) for p in placed]
     return image, objects
 
 

@@ -436,6 +436,13 @@ class ConvNeXt(BaseModule):
         """``num_layers`` of the official recipe: stage 2 split into groups of 3 blocks."""
         return 3 + (self.depths[2] + 2) // 3
 
+    def no_weight_decay(self, param_name: str) -> bool:
+        """Whether a backbone parameter is exempt from weight decay, as in the official
+        fine-tuning code: norms, biases and layer scale (1-D) and GRN's ``gamma``/``beta``
+        (``name.endswith('.gamma'/'.beta')`` there; stored (1, 1, 1, C) here, so not 1-D)."""
+        param = self.get_parameter(param_name)
+        return param.ndim == 1 or param_name.endswith(('.bias', '.gamma', '.beta'))
+
     def max_layer_id(self, decay_type: str) -> int:
         """The largest layer id :meth:`get_layer_id` gives a block or downsampling layer (stage 2's
         last group of 3 blocks, or the last stage); it must not exceed ``num_layers + 1``."""

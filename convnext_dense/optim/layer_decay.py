@@ -38,8 +38,9 @@ class ConvNeXtLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       for a stage-2 depth of 9, 12 for 27). A parameter with layer id ``l`` gets
       ``lr * decay_rate ** (num_layers + 1 - l)``.
 
-    Weight decay is 0 for 1-D parameters and biases (norms, layer scale ``gamma``, GRN), as in
-    the official code, unless a ``paramwise_cfg`` option sets that parameter's decay
+    Weight decay is 0 for what the backbone exempts (``ConvNeXt.no_weight_decay``: norms, biases,
+    layer scale ``gamma``, GRN ``gamma``/``beta``, as the official code) and for 1-D parameters
+    and biases elsewhere, unless a ``paramwise_cfg`` option sets that parameter's decay
     explicitly. Frozen parameters (``requires_grad=False``) are left out of the optimizer.
     """
 
@@ -112,15 +113,16 @@ class ConvNeXtLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 continue
             name = names[id(param)]
             if name.startswith('backbone.'):
-                layer_id = backbone.get_layer_id(name[len('backbone.'):], self.decay_type,
-                                                 num_layers)
+                backbone_name = name[len('backbone.'):]
+                layer_id = backbone.get_layer_id(backbone_name, self.decay_type, num_layers)
+                no_decay = backbone.no_weight_decay(backbone_name)
             else:
                 layer_id = num_layers + 1
+                no_decay = param.ndim == 1 or name.endswith('.bias')
             scale = self.decay_rate**(num_layers + 1 - layer_id)
             settings = {k: v for k, v in group.items() if k not in _INTERNAL_KEYS}
             settings['lr'] = settings.get('lr', self.base_lr) * scale
             if 'weight_decay' not in settings:
-                no_decay = param.ndim == 1 or name.endswith('.bias')
                 settings['weight_decay'] = 0. if no_decay else (self.base_wd or 0.)
             settings['lr_scale'] = scale
             settings['layer_id'] = layer_id

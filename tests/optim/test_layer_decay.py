@@ -187,3 +187,38 @@ def test_model_without_convnext_backbone():
 
     with pytest.raises(TypeError, match='ConvNeXt.*got ResNet'):
         build_optim_wrapper(Detector(), optim_cfg(decay_rate=0.9))
+
+
+def test_v2_same_as_mmdet_constructor_on_its_v2_config():
+    """mmdet's ConvNeXt-V2 route (mmpretrain.ConvNeXt with use_grn, GRN stored as (C,)) through
+    mmdet's constructor, and the same V2-B Mask R-CNN with this backbone (GRN stored as
+    (1, 1, 1, C)) through ours, with mmdet's V2-B project settings: every parameter gets the same
+    lr and weight decay, and GRN's gamma/beta get none, as in the official V2 fine-tuning."""
+    from mmdet.engine.optimizers import LearningRateDecayOptimizerConstructor
+
+    from convnext_dense.checkpoint import get_layout
+    from convnext_dense.engine import import_mmpretrain
+    import_mmpretrain()
+    upstream = build_mask_rcnn('base', backbone_type='mmpretrain.ConvNeXt',
+                               out_indices=[0, 1, 2, 3], gap_before_final_norm=False,
+                               use_grn=True, layer_scale_init_value=0.)
+    ours = build_mask_rcnn('base', version='v2')
+    paramwise = dict(decay_rate=0.95, decay_type='layer_wise', num_layers=12)
+    theirs_by_id = upstream_settings(LearningRateDecayOptimizerConstructor, upstream, **paramwise)
+    ours_by_id = settings_by_param(build_optim_wrapper(ours, optim_cfg(**paramwise)).optimizer)
+
+    mmpretrain = get_layout('mmpretrain')
+
+    def our_name(name: str) -> str:
+        if not name.startswith('backbone.'):
+            return name
+        return 'backbone.' + mmpretrain.rename_from(name[len('backbone.'):])
+
+    theirs = {our_name(n): theirs_by_id[id(p)] for n, p in upstream.named_parameters()}
+    mine = {n: ours_by_id[id(p)] for n, p in ours.named_parameters()}
+    assert set(theirs) == set(mine)
+    for name, (lr, weight_decay) in mine.items():
+        assert lr == pytest.approx(theirs[name][0], rel=1e-12), name
+        assert weight_decay == theirs[name][1], name
+    assert mine['backbone.stages.2.5.grn.gamma'][1] == 0.
+    assert mine['backbone.stages.2.5.pwconv1.weight'][1] == 0.05

@@ -24,12 +24,15 @@ from .models import ConvNeXt
 
 # The full sizes of the GPU goals (docs/performance.md), and small ones to run the same code on
 # a CPU.
+# ops: the stride-4 FPN level of a 2x800x1344 batch with 512 RoIs (Mask R-CNN's sampled
+# proposals), and NMS over 5000 boxes (the RPN's pre-NMS count), at both sizes.
+OPS_SIZES = dict(roi_feature=(2, 256, 200, 336), rois=512, nms_boxes=5000)
 GPU_SIZES = dict(backbone_train=(2, 800, 1344), backbone_infer=(64, 224, 224),
                  det_train=(2, 800, 1344), det_infer=(1, 800, 1333), seg_train=(16, 512, 512),
-                 seg_infer=(1, 512, 2048), instances=12)
+                 seg_infer=(1, 512, 2048), instances=12, **OPS_SIZES)
 CPU_SIZES = dict(backbone_train=(1, 128, 160), backbone_infer=(4, 64, 64),
                  det_train=(1, 128, 160), det_infer=(1, 128, 160), seg_train=(2, 128, 128),
-                 seg_infer=(1, 128, 256), instances=3)
+                 seg_infer=(1, 128, 256), instances=3, **OPS_SIZES)
 
 
 @dataclass
@@ -255,6 +258,42 @@ def bench_models(device: torch.device, sizes: dict, amp: bool, warmup: int, iter
             del model, wrapper
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
+    return results
+
+
+# -- compiled ops ---------------------------------------------------------------------------
+def bench_ops(device: torch.device, sizes: dict, warmup: int, iters: int) -> list[Timing]:
+    """mmcv's compiled RoIAlign and NMS (what the detectors run; 'ours' here means the mmcv
+    build the setup made) against torchvision's, on the same inputs."""
+    from mmcv.ops import RoIAlign, nms
+    from torchvision.ops import nms as tv_nms
+    from torchvision.ops import roi_align as tv_roi_align
+    generator = torch.Generator().manual_seed(0)
+    batch, channels, height, width = sizes['roi_feature']
+    feats = torch.randn(batch, channels, height, width, generator=generator).to(device)
+    count = sizes['rois']
+    corner = torch.rand(count, 2, generator=generator) * torch.tensor([width, height]) * 4 * 0.8
+    size = torch.rand(count, 2, generator=generator) * 150 + 4
+    rois = torch.cat([torch.randint(0, batch, (count, 1), generator=generator).float(), corner,
+                      corner + size], dim=1).to(device)
+    boxes_count = sizes['nms_boxes']
+    corner = torch.rand(boxes_count, 2, generator=generator) * 1000
+    boxes = torch.cat([corner, corner + torch.rand(boxes_count, 2, generator=generator) * 100 + 1],
+                      dim=1).to(device)
+    scores = torch.rand(boxes_count, generator=generator).to(device)
+    roi_align = RoIAlign((7, 7), 1 / 4, 0, aligned=True)
+    cases = {
+        (f'RoIAlign fwd {count} RoIs', 'ours'): lambda: roi_align(feats, rois),
+        (f'RoIAlign fwd {count} RoIs', 'torchvision'):
+            lambda: tv_roi_align(feats, rois, (7, 7), 1 / 4, 0, aligned=True),
+        (f'NMS {boxes_count} boxes', 'ours'): lambda: nms(boxes, scores, 0.7),
+        (f'NMS {boxes_count} boxes', 'torchvision'): lambda: tv_nms(boxes, scores, 0.7),
+    }
+    results = []
+    for (case, contender), fn in cases.items():
+        times, peak = measure(fn, device, warmup, iters)
+        note = 'mmcv.ops' if contender == 'ours' else ''
+        results.append(Timing(case, contender, times, peak, note=note))
     return results
 
 

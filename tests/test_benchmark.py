@@ -39,3 +39,13 @@ def test_tool_writes_json(tmp_path):
                    check=True, capture_output=True, timeout=600)
     data = json.loads(out.read_text())
     assert {r['contender'] for r in data['results']} >= {'ours', 'timm eager', 'mmpretrain'}
+
+
+def test_ops_side_by_side():
+    sizes = dict(TINY, roi_feature=(1, 8, 16, 24), rois=4, nms_boxes=20)
+    results = benchmark.bench_ops(torch.device('cpu'), sizes, warmup=0, iters=1)
+    benchmark.add_ratios(results)
+    assert {(r.case, r.contender) for r in results} == {
+        ('RoIAlign fwd 4 RoIs', 'ours'), ('RoIAlign fwd 4 RoIs', 'torchvision'),
+        ('NMS 20 boxes', 'ours'), ('NMS 20 boxes', 'torchvision')}
+    assert all(set(r.ratios) == {'torchvision'} for r in results if r.contender == 'ours')

@@ -2,7 +2,7 @@
 on identical synthetic inputs, in one run (see convnext_dense/benchmark.py).
 
     python tools/benchmark.py [--device cuda] [--sizes gpu|cpu] [--dtype bf16|fp16|fp32]
-                              [--parts backbone models] [--iters 30] [--warmup 10]
+                              [--parts backbone models ops] [--iters 30] [--warmup 10]
                               [--compile-timm] [--out results.json]
 
 On CUDA it defaults to the full sizes (2x3x800x1344 backbone training, Mask R-CNN 2 images
@@ -31,7 +31,8 @@ def parse_args():
     parser.add_argument('--amp', action='store_true',
                         help="full models: use the configs' fp16 AMP (CUDA only)")
     parser.add_argument('--parts', nargs='+', default=['backbone', 'models'],
-                        choices=['backbone', 'models'])
+                        choices=['backbone', 'models', 'ops'],
+                        help='ops: mmcv\'s compiled RoIAlign and NMS against torchvision\'s')
     parser.add_argument('--models', nargs='+', default=['mask_rcnn', 'cascade', 'upernet'],
                         choices=['mask_rcnn', 'cascade', 'upernet'])
     parser.add_argument('--iters', type=int, default=30)
@@ -56,6 +57,8 @@ def main():
     if 'models' in args.parts:
         results += benchmark.bench_models(device, sizes, args.amp, args.warmup, args.iters,
                                           tuple(args.models))
+    if 'ops' in args.parts:
+        results += benchmark.bench_ops(device, sizes, args.warmup, args.iters)
     benchmark.add_ratios(results)
     hardware = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'

@@ -13,15 +13,26 @@
 * ``hf``: Hugging Face transformers ``ConvNextBackbone`` / ``ConvNextV2Backbone``
   (``embeddings.*``, ``encoder.stages.{i}.layers.{j}.dwconv``, ``layer_scale_parameter``,
   ``hidden_states_norms.stage{k}``), under ``convnext.``/``convnextv2.`` in the classifiers.
+* ``fcmae``: the sparse encoder of ConvNeXt V2's FCMAE pre-training model (Woo et al. 2023,
+  Sec. 3; facebookresearch/ConvNeXt-V2 ``models/fcmae.py``): ``encoder.`` prefix, MinkowskiEngine
+  kernels ``dwconv.kernel`` (K*K, C) and ``downsample_layers.{i}.1.kernel`` (K*K, C_in, C_out),
+  (1, C) biases of those and (1, C) GRN parameters, ``.ln``/``.linear`` wrapper levels; the
+  decoder (``decoder.*``, ``mask_token``, ``proj``, ``pred``) lies outside the prefix and is left
+  out. The released ``pt_only/*_fcmae.pt`` files are already dense, in official names (no
+  prefix, no decoder): they load as ``official``, as does a dense FCMAE model's state dict
+  (``encoder.`` prefix detected, decoder left out).
 
 Adding a layout is adding one record to :data:`LAYOUT_RECORDS`. :func:`convert_state_dict`
 reads any layout (timm's ``checkpoint_filter_fn`` habit); :func:`export_state_dict` writes one,
-with the tensor shapes the target library's model of that size has.
+with the tensor shapes the target library's model of that size has. A layout whose tensors are
+not plain reshapes of ours (FCMAE's sparse-convolution kernels) brings its own
+``import_reshape``/``export_reshape``.
 """
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +83,12 @@ class Layout:
         file_prefix: Prefix of the backbone's keys in a file written in this layout, as the
             library's own files have it (mmpretrain classifiers: ``backbone.``, which the
             ``init_cfg=dict(prefix='backbone.')`` of mmdet's and mmseg's configs expects).
+        import_reshape: ``(our name, tensor as stored) -> tensor`` for what is more than a
+            reshape of ours (FCMAE's sparse kernels); run before the shape handling every
+            layout shares (GRN, 1x1-conv MLP). It decides from the tensor's shape, so a tensor
+            already in our shape passes unchanged.
+        export_reshape: The inverse, ``(our name, tensor in our shape) -> tensor as stored``;
+            it replaces the shared shape handling on export.
     """
     name: str
     rules: tuple[Rule, ...]
@@ -80,6 +97,8 @@ class Layout:
     flat_grn: bool = False
     conv_mlp_archs: tuple[str, ...] = field(default=())
     file_prefix: str = ''
+    import_reshape: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    export_reshape: Callable[[str, torch.Tensor], torch.Tensor] | None = None
 
     def rename_from(self, name: str) -> str | None:
         """This project's name of the layout's key ``name`` (without prefix), or None."""
@@ -100,8 +119,16 @@ class Layout:
     def is_classifier_key(self, name: str) -> bool:
         return re.fullmatch(self.classifier_keys, name) is not None
 
+    def import_tensor(self, ours: str, value: torch.Tensor) -> torch.Tensor:
+        """A tensor stored in this layout under the name ``ours`` in this project's shape."""
+        if self.import_reshape is not None:
+            value = self.import_reshape(ours, value)
+        return import_tensor(ours, value)
+
     def export_tensor(self, ours: str, value: torch.Tensor, arch: str | None) -> torch.Tensor:
         """``value`` (this project's shape) in the shape this layout stores for ``arch``."""
+        if self.export_reshape is not None:
+            return self.export_reshape(ours, value)
         if _GRN_PARAM.search(ours):
             return value.reshape(-1) if self.flat_grn else value.reshape(1, 1, 1, -1)
         if _MLP_WEIGHT.search(ours) and arch in self.conv_mlp_archs:
@@ -175,7 +202,85 @@ HF = Layout(
     classifier_keys=r'classifier\..*|layernorm\.(weight|bias)',
 )
 
-LAYOUT_RECORDS = {layout.name: layout for layout in (OFFICIAL, TIMM, MMPRETRAIN, HF)}
+# -- FCMAE: MinkowskiEngine sparse convolutions ------------------------------------------------
+_SPARSE_DWCONV = re.compile(r'stages\.\d+\.\d+\.dwconv\.weight$')
+_SPARSE_DOWNSAMPLE = re.compile(r'downsample_layers\.[1-9]\d*\.1\.weight$')
+_SPARSE_BIAS = re.compile(r'(stages\.\d+\.\d+\.dwconv|downsample_layers\.[1-9]\d*\.1)\.bias$')
+
+
+def sparse_kernel_to_conv_weight(kernel: torch.Tensor, name: str = 'kernel') -> torch.Tensor:
+    """A MinkowskiEngine 2-D convolution kernel as the ``nn.Conv2d`` weight computing the same
+    convolution on a dense grid.
+
+    ``MinkowskiConvolution`` stores (K*K, C_in, C_out), ``MinkowskiDepthwiseConvolution``
+    (K*K, C); the Conv2d weights are (C_out, C_in, K, K) and (C, 1, K, K). Kernel offset ``k``
+    is the position ``(h, w) = (k % K, k // K)``: the official fine-tuning code
+    (``remap_checkpoint_keys`` in facebookresearch/ConvNeXt-V2 ``utils.py``) reads the offsets
+    column by column, and the paper's fine-tuned results were obtained with that reading.
+    """
+    if kernel.ndim not in (2, 3):
+        raise ValueError(f'{name!r} has shape {tuple(kernel.shape)}; a sparse kernel is '
+                         f'(K*K, C) (depthwise) or (K*K, C_in, C_out)')
+    volume = kernel.shape[0]
+    size = math.isqrt(volume)
+    if size * size != volume:
+        raise ValueError(f'{name!r} has shape {tuple(kernel.shape)}: {volume} kernel offsets '
+                         f'are not a square K x K kernel')
+    if kernel.ndim == 2:
+        kernel = kernel.unsqueeze(1)  # depthwise: one input channel per group
+    _, in_channels, out_channels = kernel.shape
+    # (K*K, ...) -> (w, h, C_in, C_out) -> (C_out, C_in, h, w)
+    return kernel.reshape(size, size, in_channels, out_channels).permute(3, 2, 1, 0).contiguous()
+
+
+def conv_weight_to_sparse_kernel(weight: torch.Tensor, depthwise: bool) -> torch.Tensor:
+    """The inverse of :func:`sparse_kernel_to_conv_weight`."""
+    out_channels, in_channels, height, width = weight.shape
+    kernel = weight.permute(3, 2, 1, 0).reshape(width * height, in_channels, out_channels)
+    return (kernel.squeeze(1) if depthwise else kernel).contiguous()
+
+
+def _fcmae_import(ours: str, value: torch.Tensor) -> torch.Tensor:
+    """FCMAE tensors in our shapes; decided by shape, so a dense tensor passes unchanged."""
+    if (_SPARSE_DWCONV.search(ours) and value.ndim == 2) or \
+            (_SPARSE_DOWNSAMPLE.search(ours) and value.ndim == 3):
+        return sparse_kernel_to_conv_weight(value, name=ours)
+    if ours.endswith('.bias') and value.ndim == 2 and value.shape[0] == 1:
+        return value.reshape(-1)  # MinkowskiEngine biases are (1, C)
+    return value  # GRN's (1, C): the shared handling makes it (1, 1, 1, C)
+
+
+def _fcmae_export(ours: str, value: torch.Tensor) -> torch.Tensor:
+    if _SPARSE_DWCONV.search(ours):
+        return conv_weight_to_sparse_kernel(value, depthwise=True)
+    if _SPARSE_DOWNSAMPLE.search(ours):
+        return conv_weight_to_sparse_kernel(value, depthwise=False)
+    if _SPARSE_BIAS.search(ours) or _GRN_PARAM.search(ours):
+        return value.reshape(1, -1)
+    return value
+
+
+FCMAE = Layout(
+    name='fcmae',
+    # The stem is a dense Conv2d + channels-first LayerNorm in FCMAE too; the LayerNorms of
+    # the sparse part sit under `.ln`, the MLP's Linear layers under `.linear`.
+    rules=(Rule('downsample_layers.0.{k}.{p}', 'downsample_layers.0.{k}.{p}'),
+           Rule('downsample_layers.{i}.0.{p}', 'downsample_layers.{i}.0.ln.{p}'),
+           Rule('downsample_layers.{i}.1.weight', 'downsample_layers.{i}.1.kernel'),
+           Rule('downsample_layers.{i}.1.bias', 'downsample_layers.{i}.1.bias'),
+           Rule('stages.{i}.{j}.dwconv.weight', 'stages.{i}.{j}.dwconv.kernel'),
+           *_block_rules('dwconv', 'norm.ln', 'pwconv1.linear', 'pwconv2.linear', 'gamma',
+                         'grn.gamma', 'grn.beta', block='stages.{i}.{j}'),
+           # FCMAE has no per-stage norms; ours are kept under their own names.
+           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    anchor=r'stages\.0\.0\.dwconv\.kernel',
+    classifier_keys=r'head\..*|norm\.(weight|bias)',
+    file_prefix='encoder.',
+    import_reshape=_fcmae_import,
+    export_reshape=_fcmae_export,
+)
+
+LAYOUT_RECORDS = {layout.name: layout for layout in (OFFICIAL, TIMM, MMPRETRAIN, HF, FCMAE)}
 LAYOUTS = tuple(LAYOUT_RECORDS)
 
 
@@ -251,7 +356,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         if ours is None:
             report.ignored.append(key)
         else:
-            converted[ours] = import_tensor(ours, value)
+            converted[ours] = record.import_tensor(ours, value)
     return converted, report
 
 

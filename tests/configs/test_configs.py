@@ -1,7 +1,7 @@
-"""The paper's detection and segmentation configs: they parse, build (pretrained loading off,
-SyncBN reverted to BN), have the paper's parameter counts and layer-decay settings, wire the
-backbone's outputs into the neck / decode head, and (T/S/B) train one step and infer on a tiny
-input; tools/analysis/get_flops.py runs on one of them."""
+"""The papers' detection and segmentation configs (ConvNeXt V1 and V2): they parse, build
+(pretrained loading off, SyncBN reverted to BN), have the paper's parameter counts and
+layer-decay settings, wire the backbone's outputs into the neck / decode head, and (T/S/B) train
+one step and infer on a tiny input; tools/analysis/get_flops.py runs on one of them."""
 from __future__ import annotations
 
 import copy
@@ -43,6 +43,10 @@ PAPER = {
 }
 # drop path of the official configs
 DROP_PATH = {name: m['recipe']['drop_path_rate'] for name, m in METAFILE.items()}
+# 'v1' (Liu et al. 2022) or 'v2' (Woo et al. 2023)
+VERSION = {name: m.get('version', 'v1') for name, m in METAFILE.items()}
+# The V2 paper's multi-scale test: these ratios of the test scale (crop x 4crop), each flipped.
+V2_TTA_RATIOS = (0.75, 0.875, 1.0, 1.125, 1.25)
 
 FORWARD_ARCHS = ('tiny', 'small', 'base')  # L/XL: build only, too slow on a CPU
 # Same model and optimizer settings as another config's forward test (alias, 1x schedule,
@@ -94,17 +98,33 @@ def test_config_settings(name):
     cfg = load(name)
     arch, _, decay_rate, decay_type, num_layers, lr, amp = PAPER[name]
     dims = ARCH_SETTINGS[arch]['dims']
+    v2 = VERSION[name] == 'v2'
+    # V2's Mask R-CNN recipe: 32 images per batch (4 per GPU x 8 GPUs); the others 16 (2 x 8)
+    batch_per_gpu = 4 if v2 and is_det(cfg) else 2
     assert cfg.custom_imports == dict(imports=['convnext_dense'], allow_failed_imports=False)
-    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=8 * batch_per_gpu)
     backbone = cfg.model.backbone
     assert backbone.type == 'ConvNeXt' and backbone.arch == arch
     assert backbone.drop_path_rate == DROP_PATH[name]
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.init_cfg.type == 'Pretrained'
     ckpt = backbone.init_cfg.checkpoint
-    assert ckpt.startswith('https://dl.fbaipublicfiles.com/convnext/convnext_')
-    assert f'convnext_{arch}_' in ckpt
-    assert ('_22k_224.pth' if 'in22k' in name else '_1k_224.pth') in ckpt
+    if not v2:
+        assert backbone.get('version', 'v1') == 'v1'
+        assert ckpt.startswith('https://dl.fbaipublicfiles.com/convnext/convnext_')
+        assert f'convnext_{arch}_' in ckpt
+        assert ('_22k_224.pth' if 'in22k' in name else '_1k_224.pth') in ckpt
+    else:
+        assert backbone.version == 'v2'
+        assert backbone.get('layer_scale_init_value', 0.) == 0.  # GRN, no layer scale
+        release = 'https://dl.fbaipublicfiles.com/convnext/convnextv2/'
+        if 'fcmae' in name:  # the FCMAE pre-training weights
+            assert ckpt == f'{release}pt_only/convnextv2_{arch}_1k_224_fcmae.pt'
+        elif 'in22k' in name:  # IN-22K fine-tuned (V2-H: 384 or 512 only)
+            assert ckpt.startswith(f'{release}im22k/convnextv2_{arch}_22k_')
+            assert ckpt.endswith('_ema.pt')
+        else:  # IN-1K fine-tuned
+            assert ckpt == f'{release}im1k/convnextv2_{arch}_1k_224_ema.pt'
 
     optim = cfg.optim_wrapper
     assert optim.constructor == 'ConvNeXtLayerDecayOptimWrapperConstructor'
@@ -118,7 +138,7 @@ def test_config_settings(name):
         assert optim.type == 'AmpOptimWrapper' and optim.loss_scale == 'dynamic'
     else:
         assert optim.type == 'OptimWrapper'
-    assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
+    assert cfg.train_dataloader.batch_size == batch_per_gpu  # x 8 GPUs
 
     if is_det(cfg):
         assert list(cfg.model.neck.in_channels) == dims
@@ -128,6 +148,9 @@ def test_config_settings(name):
         step = cfg.param_scheduler[1]
         assert step.type == 'MultiStepLR' and step.end == epochs
         assert list(step.milestones) == ([8, 11] if epochs == 12 else [27, 33])
+        if v2:
+            _check_v2_coco_recipe(cfg)
+            return
         choice = [t for t in cfg.train_pipeline if t.type == 'RandomChoice']
         assert len(choice) == 1 and len(choice[0].transforms) == 2  # multi-scale | crop branch
         scales = choice[0].transforms[0][0].scales
@@ -153,13 +176,20 @@ def test_config_settings(name):
         warmup, poly = cfg.param_scheduler
         assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR', 1500, 1e-6)
         assert (poly.type, poly.begin, poly.end, poly.power) == ('PolyLR', 1500, 160000, 1.0)
+        aug = cfg.tta_pipeline[1]
+        if v2:  # the V2 paper's scales, given to every V2 config (used with --tta)
+            assert aug.type == 'TestTimeAug'
+            assert [tuple(t.scale) for t in aug.transforms[0]] == [
+                (int(4 * crop * r), int(crop * r)) for r in V2_TTA_RATIOS]
+            assert all(t.keep_ratio for t in aug.transforms[0])
+            assert [t.prob for t in aug.transforms[1]] == [0., 1.]  # flip
         if name.endswith('_ms.py'):
             assert cfg.model.test_cfg.mode == 'whole'
             assert cfg.tta_model.type == 'SegTTAModel'
-            aug = cfg.tta_pipeline[1]
             assert aug.type == 'TestTimeAug'
-            assert [t.scale_factor for t in aug.transforms[0]] == [
-                0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+            if not v2:
+                assert [t.scale_factor for t in aug.transforms[0]] == [
+                    0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
             assert [t.prob for t in aug.transforms[1]] == [0., 1.]  # flip
         else:
             stride = {512: 341, 640: 426}[crop]
@@ -167,10 +197,28 @@ def test_config_settings(name):
                 mode='slide', crop_size=(crop, crop), stride=(stride, stride))
 
 
+def _check_v2_coco_recipe(cfg: Config) -> None:
+    """The V2 paper's COCO recipe (Woo et al. 2023, A.3): large-scale jitter 1024x1024 with
+    scales 0.1-2.0, soft-NMS in the box head at test time; mmdet port's 1000-iteration warm-up."""
+    types = [t.type for t in cfg.train_pipeline]
+    assert 'RandomChoice' not in types
+    resize = cfg.train_pipeline[types.index('RandomResize')]
+    assert tuple(resize.scale) == (1024, 1024) and tuple(resize.ratio_range) == (0.1, 2.0)
+    assert resize.keep_ratio
+    crop = cfg.train_pipeline[types.index('RandomCrop')]
+    assert crop.crop_type == 'absolute_range' and tuple(crop.crop_size) == (1024, 1024)
+    assert types.index('RandomResize') < types.index('RandomCrop') < types.index('RandomFlip')
+    warmup = cfg.param_scheduler[0]
+    assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR', 1000, 0.001)
+    assert cfg.model.test_cfg.rcnn.nms == dict(type='soft_nms', iou_threshold=0.5)
+    assert cfg.model.test_cfg.rpn.nms.type == 'nms'
+
+
 @pytest.mark.parametrize('name', CONFIGS)
 def test_build_and_param_count(name):
-    """Every config builds; its parameters are within 1% of the paper's (UperNet's counts
-    include the auxiliary FCN head, as the paper's do)."""
+    """Every config builds; its parameters are within 1% of the paper's where the paper gives
+    them (UperNet's counts include the auxiliary FCN head, as the paper's do; the V2 paper gives
+    none for Mask R-CNN)."""
     cfg = load(name)
     model = build_model_for_analysis(cfg)
     arch, paper_m = PAPER[name][:2]
@@ -183,8 +231,13 @@ def test_build_and_param_count(name):
         head = model.decode_head
         assert [c.in_channels for c in head.lateral_convs] == list(backbone.out_channels[:-1])
         assert head.psp_modules[0][1].conv.in_channels == backbone.out_channels[-1]
+    v2 = VERSION[name] == 'v2'
+    assert backbone.version == VERSION[name] and backbone.use_grn == v2
+    assert (backbone.stages[2][0].grn is not None) == v2
+    assert (backbone.stages[2][0].gamma is None) == v2
     params = sum(p.numel() for p in model.parameters())
-    assert params / 1e6 == pytest.approx(paper_m, rel=0.01), params
+    if paper_m is not None:
+        assert params / 1e6 == pytest.approx(paper_m, rel=0.01), params
 
     # the decay constructor accepts the config's settings for this model
     optim_wrapper = cpu_optim_wrapper(model, cfg)
@@ -259,8 +312,11 @@ def test_train_step_and_inference(name):
         assert results[0].pred_sem_seg.data.shape == (1, 64, 64)
 
 
-@pytest.mark.parametrize(
-    'name', [n for n in CONFIGS if n.endswith('_ms.py') and PAPER[n][0] == 'tiny'])
+@pytest.mark.parametrize('name', [
+    *(n for n in CONFIGS if n.endswith('_ms.py') and PAPER[n][0] == 'tiny'),
+    # V2 has no T config; its B runs 10 inputs of up to 640x480 through UperNet-B
+    *(pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS
+      if n.endswith('_ms.py') and VERSION[n] == 'v2' and PAPER[n][0] == 'base')])
 def test_multi_scale_flip_inference(name, tmp_path):
     """The *_ms.py TTA settings work end to end: tta_pipeline on an image file, SegTTAModel
     around the config's model (what ``tools/test.py --tta`` builds)."""
@@ -277,12 +333,56 @@ def test_multi_scale_flip_inference(name, tmp_path):
     out = pipeline(dict(img_path=str(tmp_path / 'img.jpg'),
                         seg_map_path=str(tmp_path / 'seg.png'),
                         reduce_zero_label=True, seg_fields=[]))
-    assert len(out['inputs']) == 12  # 6 scales x 2 flips
+    assert len(out['inputs']) == (10 if VERSION[name] == 'v2' else 12)  # scales x 2 flips
     tta = SegTTAModel(module=model).eval()
     batch = {key: [[v] for v in values] for key, values in out.items()}
     with torch.no_grad():
         results = tta.test_step(batch)
     assert results[0].pred_sem_seg.data.shape == (1, 96, 128)
+
+
+@pytest.mark.parametrize('name', [n for n in CONFIGS if VERSION[n] == 'v2' and 'mask_rcnn' in n])
+def test_v2_soft_nms(name):
+    """The box head's test-time NMS config runs in mmcv (on the CPU too) as soft-NMS: overlapping
+    boxes of a class are kept with decayed scores instead of removed."""
+    from mmcv.ops import batched_nms
+
+    nms_cfg = load(name).model.test_cfg.rcnn.nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 0., 11., 10.], [50., 50., 60., 60.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    dets, keep = batched_nms(boxes, scores, torch.zeros(3, dtype=torch.long), dict(nms_cfg))
+    assert sorted(keep.tolist()) == [0, 1, 2]
+    kept_scores = dict(zip(keep.tolist(), dets[:, -1].tolist()))
+    assert kept_scores[0] == pytest.approx(0.9) and kept_scores[2] == pytest.approx(0.7)
+    assert kept_scores[1] < 0.8 * 0.5  # linear decay by 1 - IoU (IoU 9/11 > 0.5)
+    hard = batched_nms(boxes, scores, torch.zeros(3, dtype=torch.long),
+                       dict(type='nms', iou_threshold=0.5))[1]
+    assert sorted(hard.tolist()) == [0, 2]
+
+
+@pytest.mark.parametrize('name', [n for n in CONFIGS if VERSION[n] == 'v2'
+                                  and n.endswith('_ms.py')])
+def test_v2_multi_scale_test_scales(name, tmp_path):
+    """The V2 paper's multi-scale test resizes to 0.75-1.25 x the test scale (2048x512 or
+    2560x640, keeping the aspect ratio), each with and without a flip."""
+    import cv2
+    from mmcv.transforms import Compose
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+    cfg = load(name)
+    crop = cfg.crop_size[0]
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / 'img.jpg'), rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / 'seg.png'), rng.integers(0, 151, (96, 128), dtype=np.uint8))
+    out = Compose(cfg.tta_pipeline)(dict(img_path=str(tmp_path / 'img.jpg'),
+                                         seg_map_path=str(tmp_path / 'seg.png'),
+                                         reduce_zero_label=True, seg_fields=[]))
+    shapes = [tuple(x.shape[1:]) for x in out['inputs']]
+    # a 96x128 image scaled to fit (4 crop*r) x (crop*r): its short side becomes crop*r
+    expected = [(round(crop * r), round(crop * r * 128 / 96)) for r in V2_TTA_RATIOS]
+    assert shapes == [s for s in expected for _ in range(2)]
+    assert [s.flip for s in out['data_samples']] == [False, True] * len(V2_TTA_RATIOS)
 
 
 def test_get_flops_tool():

@@ -1,0 +1,61 @@
+# Shared COCO recipe of the ConvNeXt V2 paper (Woo et al. 2023, Appendix A.3) for Mask R-CNN:
+# large-scale jitter (images resized by 0.1-2.0 of 1024x1024, then 1024x1024 crops), AdamW
+# (wd 0.05) with layer-wise lr decay, 36 epochs with steps at 27 and 33, 32 images per batch
+# (4 per GPU x 8 GPUs), mixed precision; single-scale test (with soft-NMS, set by the model
+# file). The size-specific files set the backbone size, drop path, FCMAE weights and the decay.
+#
+# The paper publishes no detection code. Where it gives a sweep and no chosen value (layer
+# decay {0.9, 0.95}, drop path {0.2, ..., 0.5}) or leaves a detail open, the values of mmdet's
+# port are taken: projects/ConvNeXt-V2/configs/mask-rcnn_convnext-v2-b_fpn_lsj-3x-fcmae_coco.py
+# (mmdet 3.x), marked "mmdet".
+_base_ = [
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+
+# (H, W) of the input tools/analysis/get_flops.py measures by default: the paper's 1280x800.
+flops_shape = (800, 1280)
+
+# Large-scale jitter (as mmdet's port and its common/lsj-*_coco-instance.py); the test keeps
+# coco_instance.py's 1333x800 resize (mmdet).
+image_size = (1024, 1024)
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomResize', scale=image_size, ratio_range=(0.1, 2.0), keep_ratio=True),
+    dict(type='RandomCrop',
+         crop_type='absolute_range',
+         crop_size=image_size,
+         recompute_bbox=True,
+         allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
+
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+# Linear warm-up over 1000 iterations from lr x 0.001 (mmdet), then steps at 27 and 33.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
+         gamma=0.1),
+]
+
+# Mixed precision with a dynamic loss scale (mmdet: AmpOptimWrapper); GRN reduces its L2 norm in
+# fp32 (convnext_dense.models.layers.GRN), so fp16 does not overflow it at 1024x1024.
+# lr 1e-4 as the paper; layer-wise decay 0.95 over 12 layers (mmdet; the paper sweeps
+# {0.9, 0.95}).
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=12))
+
+# 8 GPUs x 4 images; set enable=True to scale the lr linearly to another total batch size.
+auto_scale_lr = dict(enable=False, base_batch_size=32)

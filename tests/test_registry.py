@@ -15,11 +15,14 @@ cfg = Config(dict(custom_imports=dict(imports=['convnext_dense'], allow_failed_i
 import_modules_from_strings(**cfg.custom_imports)
 from mmdet.registry import MODELS as DET, OPTIM_WRAPPER_CONSTRUCTORS as DET_OPT
 from mmseg.registry import MODELS as SEG, OPTIM_WRAPPER_CONSTRUCTORS as SEG_OPT
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_OPT
 from convnext_dense.models import ConvNeXt
+from convnext_dense.optim import ConvNeXtLayerDecayOptimWrapperConstructor as Constructor
 assert type(DET.build(cfg.backbone)) is ConvNeXt
 assert type(SEG.build(cfg.backbone)) is ConvNeXt
 name = 'ConvNeXtLayerDecayOptimWrapperConstructor'
 assert DET_OPT.get(name) is SEG_OPT.get(name) is not None
+assert ROOT_OPT.get(name) is DET_OPT.get(name) is SEG_OPT.get(name) is Constructor
 print('ok')
 """
 
@@ -29,6 +32,36 @@ def test_config_only_plugin_in_fresh_interpreter():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith('ok')
+
+
+CONSTRUCTOR = 'ConvNeXtLayerDecayOptimWrapperConstructor'
+
+
+def test_registries_build_our_classes():
+    from mmdet.registry import MODELS as DET
+    from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as DET_OPT
+    from mmengine.registry import MODELS as ROOT
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_OPT
+    from mmseg.registry import MODELS as SEG
+    from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as SEG_OPT
+
+    from convnext_dense.models import ConvNeXt
+    from convnext_dense.optim import ConvNeXtLayerDecayOptimWrapperConstructor
+    for registry in (ROOT, DET, SEG):
+        backbone = registry.build(dict(type='ConvNeXt', arch='atto'))
+        assert type(backbone) is ConvNeXt, (registry.name, type(backbone))
+        assert list(backbone.out_channels) == [40, 80, 160, 320]  # atto, not the default
+    optim_wrapper_cfg = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
+    for registry in (ROOT_OPT, DET_OPT, SEG_OPT):
+        assert registry.get(CONSTRUCTOR) is ConvNeXtLayerDecayOptimWrapperConstructor
+        constructor = registry.build(dict(type=CONSTRUCTOR, optim_wrapper_cfg=optim_wrapper_cfg,
+                                          paramwise_cfg=dict(decay_rate=0.9,
+                                                             decay_type='stage_wise')))
+        assert type(constructor) is ConvNeXtLayerDecayOptimWrapperConstructor
+        assert (constructor.decay_rate, constructor.decay_type) == (0.9, 'stage_wise')
+    # mmdet's and mmseg's own decay constructors keep their names (no clash with ours)
+    assert DET_OPT.get('LearningRateDecayOptimizerConstructor').__module__.startswith('mmdet.')
+    assert SEG_OPT.get('LearningRateDecayOptimizerConstructor').__module__.startswith('mmseg.')
 
 
 def test_mask_rcnn_with_convnext_runs():

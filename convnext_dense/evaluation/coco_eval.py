@@ -112,6 +112,11 @@ def evaluate(coco: COCO, results: list[dict[str, Any]],
         ``(metrics, lines)``: the 12 numbers by :data:`METRIC_NAMES`, and COCOeval's own
         summary lines, one per number.
     """
+    if iou_type == 'segm':
+        # pycocotools' loadRes takes a result's area from its box whenever it has one, and mmdet
+        # writes boxes into its segm results too: the areas, and so the small/medium/large
+        # split, would be the boxes'. mmdet's CocoMetric and detectron2 drop the boxes as well.
+        results = [{k: v for k, v in r.items() if k != 'bbox'} for r in results]
     output = io.StringIO()
     with contextlib.redirect_stdout(output):  # pycocotools prints progress and the summary
         detections = coco.loadRes(results)

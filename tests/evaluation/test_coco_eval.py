@@ -101,6 +101,20 @@ def test_tool_matches_cocoeval(files, tmp_path):
     assert not [p for p in out.parent.iterdir() if p != out]  # no partial file left
 
 
+def test_segm_areas_are_the_masks_even_with_boxes(files, tmp_path):
+    """mmdet writes a box into each segm result; pycocotools would then take the area from the
+    box. The tool evaluates masks by their own areas, as mmdet's CocoMetric does."""
+    segm = json.loads(files['segm'].read_text())
+    for result in segm:  # boxes much larger than the masks: other area ranges
+        result['bbox'] = [0.0, 0.0, 95.0, 95.0]
+    with_boxes = tmp_path / 'with_boxes.segm.json'
+    with_boxes.write_text(json.dumps(segm))
+    expected = reference_stats(files['ann'], files['segm'], 'segm')  # no boxes
+    assert reference_stats(files['ann'], with_boxes, 'segm') != expected  # the pitfall is real
+    metrics = evaluate_files(str(files['ann']), dict(segm=str(with_boxes)))['segm']['metrics']
+    assert [metrics[name] for name in METRIC_NAMES] == expected
+
+
 def test_bbox_only(files):
     summary = evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])))
     assert 'segm' not in summary

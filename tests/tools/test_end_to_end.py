@@ -3,16 +3,22 @@ test (COCO AP / mIoU), demo picture, distributed training on 2 CPU processes, ki
 and bad input."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 import convnext_dense  # noqa: F401  (checkpoints load with weights_only=True)
+from convnext_dense.apis import read_image
+from convnext_dense.visualization import MIN_PANEL_HEIGHT, compose, upscale
 
 ROOT = Path(__file__).resolve().parents[2]
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
@@ -50,6 +56,32 @@ def scalars(work_dir: Path) -> list[dict]:
     return [json.loads(line) for line in files[-1].read_text().splitlines()]
 
 
+def check_picture(path: Path, image: Path, config: str, titles: list[str]) -> list[np.ndarray]:
+    """The demo picture ``path`` decodes, has the size of the layout of ``len(titles)``
+    panels of ``image`` (scaled up to at least MIN_PANEL_HEIGHT) with the config's class legend,
+    shows ``image`` exactly (nearest neighbour) in its first panel, and no panel is uniform.
+    Returns the panels."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, f'{path} ({path.stat().st_size} bytes) does not decode'
+    picture = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = read_image(str(image))
+    cfg = Config.fromfile(config)
+    layout = compose([(title, np.zeros_like(rgb)) for title in titles], cfg.classes,
+                     cfg.palette)
+    assert picture.shape == layout.image.shape, (picture.shape, layout.image.shape)
+    assert layout.scale == 3  # the toy images are 128x128
+    panels = [box.crop(picture) for _, box in layout.panels]
+    assert all(panel.shape == (3 * 128, 3 * 128, 3) for panel in panels)
+    assert picture.shape[0] > MIN_PANEL_HEIGHT and picture.shape[1] > len(titles) * 384
+    assert np.array_equal(panels[0], upscale(rgb, 3))
+    for title, panel in zip(titles, panels):
+        colours = len(np.unique(panel.reshape(-1, 3), axis=0))
+        assert panel.std() > 5 and colours > 100, (title, panel.std(), colours)
+    for (name, swatch), colour in zip(layout.legend, cfg.palette):  # the legend, in colour
+        assert (swatch.crop(picture) == colour).all(), name
+    return panels
+
+
 def test_segmentation_train_test_demo(workspace):
     work_dir = workspace / 'seg'
     run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', work_dir, '--tensorboard',
@@ -74,33 +106,113 @@ def test_segmentation_train_test_demo(workspace):
     run_tool([ROOT / 'tools/demo.py', image, SEG_CONFIG, checkpoint, '--out', out],
              cwd=workspace)
     assert out.stat().st_size > 0
+    input_panel, prediction = check_picture(out, image, SEG_CONFIG, ['input', 'prediction'])
+    assert not np.array_equal(prediction, input_panel)
+    # with the ground truth (the label map of the image, as tools/demo.sh passes it)
+    label_map = workspace / 'data/toy_ade/annotations/validation' / f'{image.stem}.png'
+    out = workspace / 'seg_demo_gt.png'
+    result = run_tool([ROOT / 'tools/demo.py', image, SEG_CONFIG, checkpoint, '--out', out,
+                       '--gt', label_map], cwd=workspace)
+    assert 'input 128x128 (shown x3), ground truth, prediction' in result.stdout
+    input_panel, truth, prediction = check_picture(out, image, SEG_CONFIG,
+                                                   ['input', 'ground truth', 'prediction'])
+    labelled = upscale(cv2.imread(str(label_map), cv2.IMREAD_UNCHANGED), 3) > 0
+    assert labelled.any() and not labelled.all()
+    # the ground truth tints exactly the labelled pixels
+    assert np.array_equal(truth[~labelled], input_panel[~labelled])
+    assert (np.abs(truth.astype(int) - input_panel).max(axis=2)[labelled] > 0).mean() > 0.9
+
+
+COCO_LINE = re.compile(r'^\s*(?:[A-Za-z0-9]+\s+)?(Average (?:Precision|Recall) .*= '
+                       r'(-?\d+\.\d{3}))$', re.MULTILINE)
+
+
+def coco_lines(output: str) -> list[tuple[str, str]]:
+    """COCOeval.summarize()'s lines in ``output``: (line from 'Average' on, printed value)."""
+    return [(match[0].strip(), match[1]) for match in COCO_LINE.findall(output)]
 
 
 def test_detection_train_test_eval_demo(workspace):
     work_dir = workspace / 'det'
-    run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', work_dir, *short_run(4, 4)],
-             cwd=workspace)
-    checkpoint = work_dir / 'iter_4.pth'
+    # 30 iterations: after 4 every AP and AR is 0.000, and comparing zeros with zeros would not
+    # tell two COCO evaluations apart (here: bbox AP 0.05, AP50 0.15, AR100 0.19)
+    iters = 30
+    run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', work_dir,
+              *short_run(iters, iters)], cwd=workspace)
+    checkpoint = work_dir / f'iter_{iters}.pth'
     prefix = workspace / 'det_results'
+    # score_thr=0: every image gets detections (up to max_per_img=100), so the result files
+    # cannot be empty. proposal_nums=(1, 10, 100): pycocotools' own maxDets, which
+    # tools/coco_eval.py uses; CocoMetric's default (100, 300, 1000) reports other AR columns.
     result = run_tool([ROOT / 'tools/test.py', DET_CONFIG, checkpoint, '--work-dir',
                        workspace / 'det_test', '--out', workspace / 'det.pkl', '--cfg-options',
-                       f'test_evaluator.outfile_prefix={prefix}'], cwd=workspace)
+                       f'test_evaluator.outfile_prefix={prefix}',
+                       'model.test_cfg.rcnn.score_thr=0.0',
+                       'test_evaluator.proposal_nums=(1,10,100)'], cwd=workspace)
     output = result.stdout + result.stderr
     assert 'Evaluating bbox' in output and 'Evaluating segm' in output
     assert output.count('Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all') == 2
     assert (workspace / 'det.pkl').stat().st_size > 0
     ann = workspace / 'data/toy_coco/annotations/instances_val.json'
-    if Path(f'{prefix}.bbox.json').is_file() and json.loads(Path(f'{prefix}.bbox.json')
-                                                            .read_text()):
-        evaluated = run_tool([ROOT / 'tools/coco_eval.py', '--ann', ann, '--bbox',
-                              f'{prefix}.bbox.json'], cwd=workspace)
-        assert 'AP50' in evaluated.stdout
+    image_ids = {image['id'] for image in json.loads(ann.read_text())['images']}
+    for iou_type in ('bbox', 'segm'):
+        results_file = Path(f'{prefix}.{iou_type}.json')
+        assert results_file.is_file(), f'tools/test.py wrote no {results_file}'
+        results = json.loads(results_file.read_text())
+        assert {r['image_id'] for r in results} == image_ids, f'an image without {iou_type}'
+        assert len(results) <= 100 * len(image_ids)
+
+    # mmdet's CocoMetric in tools/test.py: pycocotools' summary on stdout (bbox, then segm),
+    # and the metrics in the run's json log (rounded to 3 decimals)
+    mmdet_lines = coco_lines(result.stdout)
+    assert len(mmdet_lines) == 24, result.stdout[-4000:]
+    logged, = (workspace / 'det_test').glob('*/[0-9]*_[0-9]*.json')
+    logged = json.loads(logged.read_text())
+    summary_file = workspace / 'det_coco_eval.json'
+    evaluated = run_tool([ROOT / 'tools/coco_eval.py', '--ann', ann, '--bbox',
+                          f'{prefix}.bbox.json', '--segm', f'{prefix}.segm.json', '--out',
+                          summary_file], cwd=workspace)
+    assert 'AP50' in evaluated.stdout
+    ours = coco_lines(evaluated.stdout)
+    assert len(ours) == 24, evaluated.stdout
+    summary = json.loads(summary_file.read_text())
+    names = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
+             'ARl']
+    mmdet_keys = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
+    for index, iou_type in enumerate(('bbox', 'segm')):
+        theirs_part, ours_part = (lines[12 * index:12 * index + 12]
+                                  for lines in (mmdet_lines, ours))
+        metrics = summary[iou_type]['metrics']
+        assert list(metrics) == names
+        # the same 12 lines (IoU, area, maxDets and value as printed) ...
+        different = [(t[0], o[0]) for t, o in zip(theirs_part, ours_part) if t[0] != o[0]]
+        assert not different, f'{iou_type}: tools/coco_eval.py vs CocoMetric: {different}'
+        # ... and tools/coco_eval.py's full-precision numbers round to what CocoMetric printed
+        assert [f'{metrics[name]:.3f}' for name in names] == [v for _, v in theirs_part]
+        assert [logged[f'coco/{iou_type}_{key}'] for key in mmdet_keys] == \
+            [round(metrics[name], 3) for name in names[:6]]
+    assert any(value > 0 for value in summary['bbox']['metrics'].values()), \
+        f'all bbox numbers are 0 after {iters} iterations: nothing was compared'
+
     image = next((workspace / 'data/toy_coco/val').iterdir())
     out = workspace / 'det_demo.png'
     run_tool([ROOT / 'tools/demo.py', image, DET_CONFIG, checkpoint, '--out', out,
               '--score-thr', '0.0'], cwd=workspace)
     assert out.stat().st_size > 0
-
+    input_panel, prediction = check_picture(out, image, DET_CONFIG, ['input', 'prediction'])
+    assert not np.array_equal(prediction, input_panel)
+    # with the ground truth: the annotation file, the image found by its file name
+    out = workspace / 'det_demo_gt.png'
+    result = run_tool([ROOT / 'tools/demo.py', image, DET_CONFIG, checkpoint, '--out', out,
+                       '--gt', ann, '--score-thr', '0.0'], cwd=workspace)
+    coco = json.loads(ann.read_text())
+    image_id, = [r['id'] for r in coco['images'] if r['file_name'] == image.name]
+    count = sum(a['image_id'] == image_id for a in coco['annotations'])
+    assert f'ground truth: {count} objects, prediction: ' in result.stdout
+    input_panel, truth, prediction = check_picture(out, image, DET_CONFIG,
+                                                   ['input', 'ground truth', 'prediction'])
+    assert not np.array_equal(truth, input_panel)
+    assert not np.array_equal(prediction, input_panel)
 
 
 @pytest.mark.parametrize('task', ['mask_rcnn', 'upernet'])

@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 
 from .checkpoint import load_model_checkpoint
 from .engine.data_checks import check_coco_annotation
-from .engine.launch import adapt_to_cpu, load_config
+from .engine.run_config import adapt_to_cpu, load_config
 from .visualization import (
     Picture,
     compose,

@@ -21,11 +21,11 @@ from convnext_dense.apis import (
     read_label_map,
 )
 from convnext_dense.datasets import make_toy_data
-from convnext_dense.learning_check import REPO_ROOT
 from convnext_dense.visualization import MIN_PANEL_HEIGHT, label_outlines, upscale
+from tests.helpers import ROOT
 
-TOY_SEG = f'{REPO_ROOT}/configs/upernet/convnext_atto_toy.py'
-ADE = f'{REPO_ROOT}/configs/upernet/convnext_t_ade20k.py'
+TOY_SEG = f'{ROOT}/configs/upernet/convnext_atto_toy.py'
+ADE = f'{ROOT}/configs/upernet/convnext_t_ade20k.py'
 
 
 def test_checkpoint_meta_first_then_the_config():
@@ -43,7 +43,7 @@ def test_checkpoint_meta_first_then_the_config():
 
 
 # -- pictures: input, ground truth and prediction of a real (untrained) model ------------------
-DET = f'{REPO_ROOT}/configs/mask_rcnn/convnext_atto_toy.py'
+DET = f'{ROOT}/configs/mask_rcnn/convnext_atto_toy.py'
 
 
 @pytest.fixture(scope='module')

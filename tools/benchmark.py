@@ -1,5 +1,5 @@
 """Time this project's ConvNeXt path against timm, mmpretrain and the upstream mmdet/mmseg route
-on identical synthetic inputs, in one run (see convnext_dense/benchmark.py).
+on identical synthetic inputs, in one run (see convnext_dense/benchmarks/speed.py).
 
     python tools/benchmark.py [--device cuda] [--sizes gpu|cpu] [--dtype bf16|fp16|fp32]
                               [--parts backbone models ops] [--iters 30] [--warmup 10]
@@ -16,7 +16,7 @@ import platform
 import torch
 
 import convnext_dense  # noqa: F401
-from convnext_dense import benchmark
+from convnext_dense.benchmarks import speed as benchmark
 
 DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=torch.float32)
 

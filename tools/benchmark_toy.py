@@ -1,6 +1,6 @@
 """The learning check: train the toy UperNet and Mask R-CNN from scratch and report their
 held-out mIoU / box AP against the targets (mIoU >= 80, bbox AP >= 0.5); see
-convnext_dense/learning_check.py.
+convnext_dense/benchmarks/learning_check.py.
 
     python tools/benchmark_toy.py [--tasks upernet mask_rcnn] [--iters N] [--val-interval N]
                                   [--num-train 512] [--num-val 64] [--work-dir DIR]
@@ -17,8 +17,10 @@ import sys
 
 import torch
 
+from convnext_dense.benchmarks.learning_check import TASKS, format_results, run_task
 from convnext_dense.datasets import make_toy_data
-from convnext_dense.learning_check import TASKS, format_results, run_task
+
+CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # its tools/train.py and configs
 
 
 def parse_args():
@@ -54,8 +56,9 @@ def main():
         task = TASKS[name]
         iters = args.iters or task.iters
         val_interval = args.val_interval or max(iters // 3, 1)
-        results.append(run_task(task, osp.abspath(data_root), osp.join(args.work_dir, name),
-                                iters, val_interval, args.cfg_options))
+        results.append(run_task(task, CHECKOUT, osp.abspath(data_root),
+                                osp.join(args.work_dir, name), iters, val_interval,
+                                args.cfg_options))
     table = format_results(results)
     print(table)
     summary = dict(

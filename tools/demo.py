@@ -12,7 +12,7 @@ import argparse
 
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
 from convnext_dense.apis import draw_prediction
-from convnext_dense.engine.launch import DictAction
+from convnext_dense.engine.run_config import DictAction
 
 
 def parse_args():

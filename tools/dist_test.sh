@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
-# Without CUDA the processes run on the CPU over gloo (convnext_dense.engine.launch).
+# Without CUDA the processes run on the CPU over gloo (convnext_dense.engine.run_config).
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2

@@ -12,7 +12,7 @@ label maps. COCO result json files for ``tools/coco_eval.py``:
 import argparse
 
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
-from convnext_dense.engine.launch import DictAction, make_runner, prepare_test_cfg
+from convnext_dense.engine.run_config import DictAction, make_runner, prepare_test_cfg
 
 
 def parse_args():

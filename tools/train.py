@@ -10,7 +10,7 @@ Multi-GPU / multi-node: ``tools/dist_train.sh CONFIG GPUS [args]``; Slurm:
 import argparse
 
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
-from convnext_dense.engine.launch import DictAction, make_runner, prepare_train_cfg
+from convnext_dense.engine.run_config import DictAction, make_runner, prepare_train_cfg
 
 
 def parse_args():

@@ -17,6 +17,7 @@ from mmengine.optim import build_optim_wrapper
 
 from convnext_dense.analysis import build_model_for_analysis, default_flops_shape
 from convnext_dense.models import ARCH_SETTINGS
+from convnext_dense.testing import det_batch, seg_batch
 from tests.helpers import ROOT
 
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
@@ -250,28 +251,6 @@ def test_build_and_param_count(name):
     assert lrs[0] == pytest.approx(lr * decay_rate ** (num_layers + 1))
 
 
-def _det_batch(num_classes: int = 80):
-    from mmdet.testing import demo_mm_inputs
-    torch.manual_seed(0)
-    np.random.seed(0)
-    return demo_mm_inputs(batch_size=1, image_shapes=[(3, 96, 128)], num_items=[3],
-                          num_classes=num_classes, with_mask=True)
-
-
-def _seg_batch(size: int = 64, batch_size: int = 2):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    torch.manual_seed(0)
-    inputs, samples = [], []
-    for _ in range(batch_size):
-        inputs.append(torch.randint(0, 256, (3, size, size), dtype=torch.uint8))
-        sample = SegDataSample(metainfo=dict(
-            img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size)))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def _tiny_model_cfg(cfg: Config):
     """The config's model with a few RoIs / a tiny crop so one CPU step takes seconds; the
     architecture is unchanged."""
@@ -294,7 +273,7 @@ def test_train_step_and_inference(name):
     cfg = load(name)
     model = build_model_for_analysis(cfg, _tiny_model_cfg(cfg))
     optim_wrapper = cpu_optim_wrapper(model, cfg)
-    data = _det_batch() if is_det(cfg) else _seg_batch()
+    data = det_batch(1, 96, 128, instances=3) if is_det(cfg) else seg_batch(2, 64, 64)
     before = model.backbone.downsample_layers[0][0].weight.detach().clone()
     model.train()
     losses = model.train_step(copy.deepcopy(data), optim_wrapper)

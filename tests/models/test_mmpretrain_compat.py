@@ -10,10 +10,10 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from convnext_dense.benchmark import det_batch, seg_batch
 from convnext_dense.engine import import_mmpretrain
-from convnext_dense.engine.launch import adapt_to_cpu
+from convnext_dense.engine.run_config import adapt_to_cpu
 from convnext_dense.models import ConvNeXt
+from convnext_dense.testing import det_batch, seg_batch
 from tests.numerics import assert_close_to_reference, reduction_depth
 
 MMDET_CONFIG = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'

@@ -8,7 +8,7 @@ from tests.numerics import assert_close_to_reference
 
 
 def det_inputs():
-    from convnext_dense.benchmark import det_batch
+    from convnext_dense.testing import det_batch
     return det_batch(2, 64, 96, instances=3)
 
 

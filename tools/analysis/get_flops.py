@@ -14,7 +14,7 @@ import warnings
 from mmengine.logging import MMLogger
 
 from convnext_dense.analysis import model_complexity
-from convnext_dense.engine.launch import DictAction, load_config
+from convnext_dense.engine.run_config import DictAction, load_config
 
 
 def parse_args(argv=None):

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from convnext_dense import benchmark
+from convnext_dense.benchmarks import speed as benchmark
 from tests.helpers import ROOT
 
 TINY = dict(backbone_train=(1, 64, 64), backbone_infer=(2, 32, 32), det_train=(1, 64, 96),

@@ -9,7 +9,7 @@ from mmengine.fileio import get_file_backend
 
 import convnext_dense  # noqa: F401  (registers the atomic backend)
 from convnext_dense.engine import AtomicLocalBackend
-from convnext_dense.engine.launch import (
+from convnext_dense.engine.run_config import (
     adapt_to_cpu,
     check_cfg_options,
     prepare_test_cfg,
@@ -118,9 +118,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 
 def test_amp_flag_on_an_amp_config_is_warned(config_file, monkeypatch):
-    from convnext_dense.engine import launch
+    from convnext_dense.engine import run_config
     messages = []
-    monkeypatch.setattr(launch, 'print_log', lambda msg, **kwargs: messages.append(msg))
+    monkeypatch.setattr(run_config, 'print_log', lambda msg, **kwargs: messages.append(msg))
     cfg = prepare_train_cfg(config_file, amp=True)
     assert cfg.optim_wrapper.type in ('AmpOptimWrapper', 'OptimWrapper')  # OptimWrapper on CPU
     assert any(m == f'--amp: {config_file} already trains with AMP (AmpOptimWrapper)'

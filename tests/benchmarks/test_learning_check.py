@@ -1,22 +1,22 @@
-"""convnext_dense.learning_check: the options it gives tools/train.py exist in the real toy
-configs, it reads the metrics mmengine's own LocalVisBackend writes, and one tiny run goes
-through the real tools/train.py end to end."""
+"""convnext_dense.benchmarks.learning_check: the options it gives tools/train.py exist in the
+real toy configs, it reads the metrics mmengine's own LocalVisBackend writes, and one tiny run
+goes through the real tools/train.py end to end."""
 import json
 import re
 
 import pytest
 from mmengine.visualization import LocalVisBackend
 
-from convnext_dense.datasets import make_toy_data
-from convnext_dense.engine.launch import load_config
-from convnext_dense.learning_check import (
-    REPO_ROOT,
+from convnext_dense.benchmarks.learning_check import (
     TASKS,
     TaskResult,
     format_results,
     read_val_metrics,
     run_task,
 )
+from convnext_dense.datasets import make_toy_data
+from convnext_dense.engine.run_config import load_config
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize('name', sorted(TASKS))
@@ -24,7 +24,7 @@ def test_data_options_are_config_keys(name):
     task = TASKS[name]
     options = task.data_options('/toy/root')
     # load_config refuses keys the config does not have (typos), naming them
-    cfg = load_config(f'{REPO_ROOT}/{task.config}', options)
+    cfg = load_config(f'{ROOT}/{task.config}', options)
     root = f'/toy/root/{task.dataset_dir}/'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader].dataset.data_root == root
@@ -88,14 +88,16 @@ def test_read_val_metrics_errors_name_the_place(tmp_path):
         read_val_metrics(str(tmp_path), 'mIoU')
 
 
-def test_run_task_rejects_bad_schedule(tmp_path):
+def test_run_task_rejects_bad_schedule_and_checkout(tmp_path):
     with pytest.raises(ValueError, match='val_interval=0'):
-        run_task(TASKS['upernet'], str(tmp_path), str(tmp_path / 'w'), 2, 0)
+        run_task(TASKS['upernet'], str(ROOT), str(tmp_path), str(tmp_path / 'w'), 2, 0)
+    with pytest.raises(FileNotFoundError, match=r"checkout='.*' has no tools/train\.py"):
+        run_task(TASKS['upernet'], str(tmp_path), str(tmp_path), str(tmp_path / 'w'), 2, 1)
 
 
 def test_run_task_trains_and_reads_back_the_evaluations(tmp_path):
     make_toy_data(str(tmp_path / 'data'), num_train=4, num_val=2)
-    result = run_task(TASKS['upernet'], str(tmp_path / 'data'), str(tmp_path / 'work'),
+    result = run_task(TASKS['upernet'], str(ROOT), str(tmp_path / 'data'), str(tmp_path / 'work'),
                       iters=2, val_interval=1,
                       cfg_options=['train_dataloader.batch_size=2',
                                    'train_dataloader.num_workers=0',

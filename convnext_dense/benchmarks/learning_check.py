@@ -1,10 +1,11 @@
 """The learning check: train the toy configs long enough to show that the training loop learns.
 
-Each :class:`ToyTask` names a toy config (``configs/*/convnext_atto_toy.py``), the held-out
-metric and the target it must reach. :func:`run_task` trains it with ``tools/train.py`` in a
-child process (exactly the user's command, with its own registries and seed), evaluating on the
-held-out toy split every ``val_interval`` iterations, and reads the metrics back from the run's
-``vis_data/scalars.json``. ``tools/benchmark_toy.py`` is the command line.
+Each :class:`ToyTask` names a toy config (``configs/*/convnext_atto_toy.py`` of a checkout), the
+held-out metric and the target it must reach. :func:`run_task` trains it with the checkout's
+``tools/train.py`` in a child process (exactly the user's command, with its own registries and
+seed), evaluating on the held-out toy split every ``val_interval`` iterations, and reads the
+metrics back from the run's ``vis_data/scalars.json``. ``tools/benchmark_toy.py`` is the command
+line and names the checkout.
 
 This is a benchmark, not a test: on a 2-core CPU it takes tens of minutes.
 """
@@ -19,13 +20,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
 
 @dataclass(frozen=True)
 class ToyTask:
     name: str
-    config: str  # relative to the repository root
+    config: str  # relative to the checkout
     dataset_dir: str  # the folder make_toy_data writes for it
     metric: str  # key of the held-out metric in scalars.json
     target: float  # the metric must reach at least this
@@ -94,25 +93,31 @@ def read_val_metrics(work_dir: str, metric: str) -> list[dict]:
     return evaluations
 
 
-def run_task(task: ToyTask, data_root: str, work_dir: str, iters: int, val_interval: int,
-             cfg_options: list[str] | None = None, python: str = sys.executable) -> TaskResult:
+def run_task(task: ToyTask, checkout: str, data_root: str, work_dir: str, iters: int,
+             val_interval: int, cfg_options: list[str] | None = None,
+             python: str = sys.executable) -> TaskResult:
     """Train ``task`` for ``iters`` iterations, evaluating every ``val_interval``.
 
-    ``cfg_options`` (``KEY=VALUE`` strings) go to ``tools/train.py --cfg-options`` after the
-    ones that set the data and the schedule, so they can override them.
+    Args:
+        checkout: The repository folder whose ``tools/train.py`` and configs run.
+        cfg_options: ``KEY=VALUE`` strings for ``tools/train.py --cfg-options``, after the ones
+            that set the data and the schedule, so they can override them.
     """
     if iters < 1 or val_interval < 1:
         raise ValueError(f'iters={iters} and val_interval={val_interval} must be positive')
+    train_script = osp.join(checkout, 'tools', 'train.py')
+    if not osp.isfile(train_script):
+        raise FileNotFoundError(f'checkout={checkout!r} has no tools/train.py')
     options = task.data_options(data_root)
     options.update({'train_cfg.max_iters': str(iters),
                     'train_cfg.val_interval': str(val_interval),
                     'default_hooks.checkpoint.interval': str(val_interval)})
-    command = [python, osp.join(REPO_ROOT, 'tools', 'train.py'),
-               osp.join(REPO_ROOT, task.config), '--work-dir', work_dir, '--cfg-options',
+    command = [python, train_script, osp.join(checkout, task.config), '--work-dir', work_dir,
+               '--cfg-options',
                *(f'{key}={value}' for key, value in options.items()), *(cfg_options or [])]
     print('+ ' + ' '.join(command), flush=True)
     start = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ))
+    completed = subprocess.run(command, cwd=checkout, env=dict(os.environ))
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
         raise RuntimeError(f'{task.name}: tools/train.py exited with {completed.returncode}; '

@@ -1,14 +1,24 @@
-# Plain entry points; every target sets up .venv/ first (seconds when it is up to date).
-PY := .venv/bin/python
+# Plain entry points; every target sets up the stack's venv first (seconds when it is up to date).
+#   STACK=upstream (default): OpenMMLab's releases in .venv/
+#   STACK=onedl:              the maintained OneDL forks in .venv-onedl/
+STACK ?= upstream
+ifeq ($(STACK),upstream)
+VENV := .venv
+else ifeq ($(STACK),onedl)
+VENV := .venv-onedl
+else
+$(error STACK=$(STACK) is not a supported stack; use STACK=upstream or STACK=onedl)
+endif
+PY := $(VENV)/bin/python
 
 .PHONY: setup test test-slow lint demo clean
 
 setup:
-	bash tools/setup_env.sh
+	STACK=$(STACK) VENV=$(CURDIR)/$(VENV) bash tools/setup_env.sh
 
-# The README's test command; .ci/run runs exactly this.
+# The README's test command; .ci/run runs exactly this, once per stack.
 test: setup
-	.venv/bin/ruff check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow"
 
 # Long end-to-end runs kept out of the default run.
@@ -16,11 +26,11 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 lint: setup
-	.venv/bin/ruff check .
+	$(VENV)/bin/ruff check .
 
 # The README's main job on the built-in demo data.
 demo: setup
-	bash tools/demo.sh
+	PYTHON=$(PY) bash tools/demo.sh
 
 clean:
 	rm -rf work_dirs data .pytest_cache

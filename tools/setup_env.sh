@@ -1,50 +1,73 @@
 #!/usr/bin/env bash
-# One-command environment for convnext_dense: creates .venv/ at the repository root and installs
-# the pinned OpenMMLab stack, mmcv 2.1.0 with its compiled ops included.
+# One-command environment for convnext_dense: creates a venv at the repository root and installs
+# one of the two supported OpenMMLab stacks, mmcv with its compiled ops included.
 #
-#   bash tools/setup_env.sh          (what `make setup` runs)
+#   bash tools/setup_env.sh               (`make setup`: the upstream stack in .venv/)
+#   STACK=onedl bash tools/setup_env.sh   (`make setup STACK=onedl`: the OneDL forks, .venv-onedl/)
 #
 # Idempotent: a second run with nothing changed only checks a stamp and the imports (seconds).
 #
 # Environment:
+#   STACK                   upstream (default): mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0,
+#                           mmsegmentation 1.2.2, mmpretrain 1.2.0 (OpenMMLab, unmaintained);
+#                           onedl: onedl-mmengine 0.10.12, onedl-mmcv 2.3.6, onedl-mmdetection
+#                           3.5.1, onedl-mmsegmentation 1.4.2, onedl-mmpretrain 1.3.6 (maintained
+#                           forks, same import names). The pins are the extras of setup.cfg.
 #   PYTHON                  interpreter for the venv (default: python3.11, else python3)
-#   VENV                    venv folder (default: <repo>/.venv)
+#   VENV                    venv folder (default: <repo>/.venv, or <repo>/.venv-onedl for onedl)
 #   CONVNEXT_DENSE_CACHE    wheel cache (default: ~/.cache/convnext_dense)
 #   MAX_JOBS                parallel compile jobs for mmcv (default: number of cores)
 #
 # Why each step is the way it is:
+# - One venv per stack: both stacks install the import names mmengine/mmcv/mmdet/mmseg, so in
+#   one environment one would overwrite the other's files. setup.cfg declares each stack as an
+#   extra under its own distribution names ([upstream] / [onedl], plus [tests-upstream] /
+#   [tests-onedl] for mmpretrain), so pip never pulls upstream mmdet/mmcv over a fork.
 # - torch: a torch that the chosen interpreter already has is kept (the venv then sees the
 #   system site-packages); otherwise torch 2.14.1 + torchvision 0.29.1 are installed. torchvision
 #   is needed by timm and mmpretrain, the outside references the tests compare against.
-# - mmcv 2.1.0 has no wheel for current torch, so it is built from the sdist with MMCV_WITH_OPS=1
-#   against the installed torch (--no-build-isolation). Its setup.py asks for -std=c++17, but
-#   torch >= 2.10 headers stop with "C++20 or later compatible compiler is required": the copy
-#   of setup.py we build from is raised to C++20. The wheel is cached under a key of mmcv
-#   version + torch version + Python tag + ops target, because pip's own wheel cache ignores the
-#   torch version and would hand back a wheel built against another torch's ABI.
-# - Each of mmcv's 77 CPU op sources spends most of its compile time parsing the same torch
-#   headers; tools/setup/pch_cxx.sh (the C++ compiler for that build) parses them once into a
-#   precompiled header: the build took 9 min 56 s without it and 3 min 19 s with it on a 2-core
-#   Xeon, same flags (-O3), same op results and speed (tests/test_mmcv_ops.py). A CUDA build
+# - mmcv 2.1.0 has no wheel for current torch and onedl-mmcv publishes only an sdist, so either
+#   is built from its sdist with its ops against the installed torch (--no-build-isolation).
+#   Both setup.py ask for -std=c++17, but torch >= 2.10 headers stop with "C++20 or later
+#   compatible compiler is required": the copy of setup.py we build from is raised to C++20
+#   (mmcv #3341). The wheel is cached under a key of distribution name + version + torch
+#   version + Python tag + ops target, because pip's own wheel cache ignores the torch version
+#   and would hand back a wheel built against another torch's ABI.
+# - Each of mmcv's 77 CPU op sources (78 in onedl-mmcv) spends most of its compile time parsing
+#   the same torch headers; tools/setup/pch_cxx.sh (the C++ compiler for that build) parses them
+#   once into a precompiled header: the mmcv 2.1.0 build took 9 min 56 s without it and 3 min
+#   19 s with it on a 2-core Xeon, same flags (-O3), same op results and speed
+#   (tests/test_mmcv_ops.py); onedl-mmcv 2.3.6 builds with it in 3 min 8 s. A CUDA build
 #   (FORCE_CUDA=1, on a machine with a GPU) compiles its .cu files with nvcc, untouched by the
 #   wrapper, MAX_JOBS (default: all cores) at a time.
-# - setuptools>=77,<81: mmcv's setup.py and mmengine's `mmdet::`/`mmseg::` config inheritance
-#   import pkg_resources, which setuptools 81 removed; torch asks for >=77.
+# - setuptools>=77,<81: mmcv's setup.py and mmengine 0.10.7's `mmdet::`/`mmseg::` config
+#   inheritance import pkg_resources, which setuptools 81 removed; torch asks for >=77.
 set -euo pipefail
 
-MMCV_VERSION=2.1.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${VENV:-$ROOT/.venv}
+STACK=${STACK:-upstream}
+case $STACK in
+  upstream)
+    MMCV_DIST=mmcv MMCV_VERSION=2.1.0 default_venv=$ROOT/.venv ;;
+  onedl)
+    MMCV_DIST=onedl-mmcv MMCV_VERSION=2.3.6 default_venv=$ROOT/.venv-onedl ;;
+  *)
+    echo "setup_env.sh: STACK=$STACK is not a supported stack; use upstream or onedl" >&2
+    exit 2 ;;
+esac
+VENV=${VENV:-$default_venv}
 CACHE=${CONVNEXT_DENSE_CACHE:-$HOME/.cache/convnext_dense}
 if [ -z "${PYTHON:-}" ]; then
   PYTHON=$(command -v python3.11 || command -v python3)
 fi
 
-log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+log() { printf '[setup %s %s] %s\n' "$STACK" "$(date +%H:%M:%S)" "$*"; }
 start=$(date +%s)
 
-# The stamp covers everything that decides what gets installed.
+# The stamp covers everything that decides what gets installed, and where the editable install
+# points.
 stamp_inputs() {
+  echo "$STACK $ROOT"
   cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" "$ROOT/pyproject.toml"
   "$PYTHON" -c 'import sys; print(sys.version)'
 }
@@ -52,11 +75,19 @@ stamp_now=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp_file=$VENV/.convnext_dense-setup
 
 check_imports() {
-  "$VENV/bin/python" - <<'EOF'
+  STACK=$STACK "$VENV/bin/python" - <<'PYEOF'
+import os
+
 import torch, torchvision, mmengine, mmcv, mmdet, mmseg, pycocotools  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401  (fails when mmcv was built without its ops)
 import convnext_dense  # noqa: F401
-EOF
+from convnext_dense.engine.compat import installed_stack
+
+# A distribution of the other stack installed on top would have replaced these files.
+stack = installed_stack()
+if stack != os.environ['STACK']:
+    raise SystemExit(f'this venv holds the {stack} stack, not STACK={os.environ["STACK"]}')
+PYEOF
 }
 
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_now" ] && check_imports 2>/dev/null; then
@@ -73,7 +104,30 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
 fi
+# git and ruff skip a folder whose .gitignore ignores everything in it (what Python 3.13's venv
+# writes itself); the repository's .gitignore names only .venv/.
+[ -f "$VENV/.gitignore" ] || printf '*\n' > "$VENV/.gitignore"
 PY=$VENV/bin/python
+# The other stack's distributions in this venv would have their files overwritten (one venv each).
+other_stack=$("$PY" - "$STACK" <<'PYEOF'
+import importlib.metadata, sys
+upstream = ['mmengine', 'mmcv', 'mmdet', 'mmsegmentation']
+onedl = ['onedl-mmengine', 'onedl-mmcv', 'onedl-mmdetection', 'onedl-mmsegmentation']
+other = upstream if sys.argv[1] == 'onedl' else onedl
+found = []
+for name in other:
+    try:
+        found.append(f'{name} {importlib.metadata.version(name)}')
+    except importlib.metadata.PackageNotFoundError:
+        pass
+print(', '.join(found))
+PYEOF
+)
+if [ -n "$other_stack" ]; then
+  echo "setup_env.sh: $VENV holds the other OpenMMLab stack ($other_stack), whose files" \
+    "STACK=$STACK would overwrite; use another VENV (or remove this one)" >&2
+  exit 1
+fi
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 pip_install "setuptools>=77,<81" wheel
@@ -95,36 +149,44 @@ if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
 else
   ops_target=cpu
 fi
-wheel_dir=$CACHE/wheels/mmcv-$MMCV_VERSION+torch$torch_version+$py_tag+$ops_target
-if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
-  log "building mmcv $MMCV_VERSION with ops ($ops_target) against torch $torch_version: about 3-4 min on 2 cores (precompiled torch headers), once per machine"
+wheel_dir=$CACHE/wheels/$MMCV_DIST-$MMCV_VERSION+torch$torch_version+$py_tag+$ops_target
+wheel_name=${MMCV_DIST//-/_}-$MMCV_VERSION-*.whl
+if ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
+  log "building $MMCV_DIST $MMCV_VERSION with ops ($ops_target) against torch $torch_version: about 3-4 min on 2 cores (precompiled torch headers), once per machine"
   # ninja lets torch's extension builder compile MAX_JOBS files at once (serial without it).
   pip_install ninja
   build=$(mktemp -d)
   trap 'rm -rf "$build"' EXIT
   "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-    "mmcv==$MMCV_VERSION" -d "$build"
-  tar xzf "$build/mmcv-$MMCV_VERSION.tar.gz" -C "$build"
-  sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-$MMCV_VERSION/setup.py"
+    "$MMCV_DIST==$MMCV_VERSION" -d "$build/sdist"
+  mkdir "$build/src"
+  tar xzf "$build"/sdist/*.tar.gz -C "$build/src" --strip-components=1
+  sed -i 's/-std=c++17/-std=c++20/g' "$build/src/setup.py"
+  if ! grep -q -- '-std=c++20' "$build/src/setup.py"; then
+    echo "setup_env.sh: $MMCV_DIST $MMCV_VERSION's setup.py has no -std=c++17 to raise to C++20" >&2
+    exit 1
+  fi
   # Every op source spends most of its compile time parsing the same torch headers: the
   # wrapper compiles them once into a precompiled header (tools/setup/pch_cxx.sh).
+  # MMCV_WITH_OPS=1 is what mmcv 2.1.0 needs to build its ops; onedl-mmcv always builds them.
   real_cxx=${CXX:-c++}
-  (cd "$build/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+  (cd "$build/src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
      PCH_REAL_CXX="$real_cxx" PCH_DIR="$build/pch" CXX="$ROOT/tools/setup/pch_cxx.sh" \
      "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
      -w "$build/dist" .)
   # Publish atomically: an interrupted build leaves no half-written wheel in the cache.
   mkdir -p "$(dirname "$wheel_dir")"
   rm -rf "$wheel_dir.tmp" && mv "$build/dist" "$wheel_dir.tmp" && mv "$wheel_dir.tmp" "$wheel_dir"
-  log "cached mmcv wheel in $wheel_dir"
+  log "cached $MMCV_DIST wheel in $wheel_dir"
 fi
-if ! "$PY" -c "import mmcv, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
-  pip_install "$wheel_dir"/mmcv-*.whl
+if ! "$PY" -c "import importlib.metadata as m, sys
+sys.exit(m.version('$MMCV_DIST') != '$MMCV_VERSION')" 2>/dev/null; then
+  pip_install "$wheel_dir"/$wheel_name
 fi
 
-# 3. The project (editable) with the rest of the pinned stack and the test tools.
-log "installing convnext_dense and the pinned OpenMMLab stack"
-pip_install --no-build-isolation -e "$ROOT[tests]"
+# 3. The project (editable) with the rest of the stack's pins and the test tools.
+log "installing convnext_dense and the pinned $STACK OpenMMLab stack"
+pip_install --no-build-isolation -e "$ROOT[$STACK,tests,tests-$STACK]"
 
 check_imports
 echo "$stamp_now" > "$stamp_file"

@@ -23,6 +23,8 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.utils import ProgressBar
 
+from .compat import replay_skipped_batches
+
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
@@ -49,6 +51,9 @@ class RNGStateHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending = checkpoint.get('rng_state')
+
+    def before_train(self, runner) -> None:
+        replay_skipped_batches(runner.train_loop)  # onedl-mmengine skips without loading
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if self._pending is None:

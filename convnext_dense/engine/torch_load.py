@@ -14,6 +14,13 @@ name.
 :func:`read_checkpoint` reads a path or URL with ``weights_only=True`` and turns torch's errors
 into messages that name the file and say what to do. It is also registered as mmengine's loader
 for local files, so the Runner's ``resume`` and ``load_from`` get the same messages.
+
+onedl-mmengine (the maintained fork) loads through ``mmengine.runner.checkpoint._safe_torch_load``,
+which retries with ``weights_only=False`` when the weights-only load fails, so a checkpoint that
+carries code runs it, and whose weights-only attempt allow-lists ``builtins.getattr`` itself. Its
+local-file loader is replaced as above; :func:`register_mmengine_loader` also replaces
+``_safe_torch_load`` for the other schemes that call it (``open-mmlab://`` files in
+``MMENGINE_HOME``, ``s3://``/``petrel://``, ``pavi://``) with one that never falls back.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import pickle
 import re
 from typing import Any
 
+import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -96,19 +104,25 @@ def read_checkpoint(filename: str, map_location: str | torch.device | None = 'cp
     if filename.endswith('.safetensors'):
         from safetensors.torch import load_file
         return load_file(filename, device=str(map_location or 'cpu'))
+    return _load_weights_only(filename, repr(filename), map_location)
+
+
+def _load_weights_only(source: Any, name: str,
+                       map_location: str | torch.device | None) -> Any:
+    """``torch.load(source, weights_only=True)`` with errors that name ``name``."""
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's weights-only unpickler refused a global (a class or function to call)
         if 'Weights only load failed' in str(error) and re.search(r'GLOBAL|global|not allowed',
                                                                    str(error)):
             raise UnsafeCheckpointError(
-                f'refusing to load {filename!r}: its pickle references code outside the '
+                f'refusing to load {name}: its pickle references code outside the '
                 f'allow-list of checkpoint types, so loading it could run that code '
                 f'({_refusal_reason(str(error))}). {_TRUST_HINT}') from error
-        raise ValueError(f'{filename!r} is not a PyTorch checkpoint: {error}') from error
+        raise ValueError(f'{name} is not a PyTorch checkpoint: {error}') from error
     except Exception as error:  # noqa: BLE001  (the unpickler fails in many ways on garbage)
-        raise ValueError(f'{filename!r} is not a PyTorch checkpoint (or it is truncated): '
+        raise ValueError(f'{name} is not a PyTorch checkpoint (or it is truncated): '
                          f'{error}') from error
 
 
@@ -116,7 +130,24 @@ def load_from_local(filename: str, map_location: str | torch.device | None = Non
     return read_checkpoint(os.path.expanduser(filename), map_location)
 
 
+def load_without_fallback(file: Any, map_location: str | torch.device | None = None,
+                          weights_only: bool | None = None) -> Any:
+    """Stand-in for onedl-mmengine's ``_safe_torch_load`` (same arguments): a path or an open
+    file is read with ``weights_only=True`` and a pickle that would run code is refused with
+    :class:`UnsafeCheckpointError`, never retried with ``weights_only=False``. A caller that
+    passes ``weights_only=False`` itself gets it, as from ``torch.load``."""
+    if weights_only is False:
+        return torch.load(file, map_location=map_location, weights_only=False)
+    if isinstance(file, (str, os.PathLike)):
+        return read_checkpoint(os.path.expanduser(os.fspath(file)), map_location)
+    name = repr(file.name) if isinstance(getattr(file, 'name', None), str) else 'a stream'
+    return _load_weights_only(file, f'the checkpoint read from {name}', map_location)
+
+
 def register_mmengine_loader() -> None:
-    """Route mmengine's local-file checkpoint loading (resume, load_from) through
-    :func:`read_checkpoint`."""
+    """Route mmengine's checkpoint loading (resume, load_from, ``init_cfg=dict(type=
+    'Pretrained')``) of local files through :func:`read_checkpoint`, and take out
+    onedl-mmengine's ``weights_only=False`` fallback (:func:`load_without_fallback`)."""
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    if hasattr(mmengine_checkpoint, '_safe_torch_load'):  # onedl-mmengine >= 0.10.8
+        mmengine_checkpoint._safe_torch_load = load_without_fallback

@@ -186,7 +186,7 @@ fi
 
 # 3. The project (editable) with the rest of the stack's pins and the test tools.
 log "installing convnext_dense and the pinned $STACK OpenMMLab stack"
-pip_install --no-build-isolation -e "$ROOT[$STACK,tests,tests-$STACK]"
+pip_install --no-build-isolation -e "$ROOT[$STACK,export,tests,tests-$STACK]"
 
 check_imports
 echo "$stamp_now" > "$stamp_file"

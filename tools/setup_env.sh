@@ -151,7 +151,17 @@ else
 fi
 wheel_dir=$CACHE/wheels/$MMCV_DIST-$MMCV_VERSION+torch$torch_version+$py_tag+$ops_target
 wheel_name=${MMCV_DIST//-/_}-$MMCV_VERSION-*.whl
-if ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
+# An mmcv of the pinned version already installed in this venv whose ops load against its torch
+# needs no wheel (a venv kept from an earlier setup whose wheel cache was emptied).
+mmcv_installed() {
+  "$PY" - "$MMCV_DIST" "$MMCV_VERSION" <<'PYEOF' 2>/dev/null
+import importlib.metadata as m, sys
+if m.version(sys.argv[1]) != sys.argv[2]:
+    sys.exit(1)
+from mmcv.ops import RoIAlign, nms  # noqa: F401  (compiled against this venv's torch)
+PYEOF
+}
+if ! mmcv_installed && ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
   log "building $MMCV_DIST $MMCV_VERSION with ops ($ops_target) against torch $torch_version: about 3-4 min on 2 cores (precompiled torch headers), once per machine"
   # ninja lets torch's extension builder compile MAX_JOBS files at once (serial without it).
   pip_install ninja
@@ -179,8 +189,7 @@ if ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
   rm -rf "$wheel_dir.tmp" && mv "$build/dist" "$wheel_dir.tmp" && mv "$wheel_dir.tmp" "$wheel_dir"
   log "cached $MMCV_DIST wheel in $wheel_dir"
 fi
-if ! "$PY" -c "import importlib.metadata as m, sys
-sys.exit(m.version('$MMCV_DIST') != '$MMCV_VERSION')" 2>/dev/null; then
+if ! mmcv_installed; then
   pip_install "$wheel_dir"/$wheel_name
 fi
 

@@ -102,18 +102,18 @@ class Layout:
 
     def rename_from(self, name: str) -> str | None:
         """This project's name of the layout's key ``name`` (without prefix), or None."""
-        for rule in self.rules:
-            match = rule.theirs_regex.match(name)
-            if match:
-                return rule.ours.format(**match.groupdict())
-        return None
+        return self._rename(name, 'theirs_regex', 'ours')
 
     def rename_to(self, name: str) -> str | None:
         """The layout's name of this project's key ``name``, or None."""
+        return self._rename(name, 'ours_regex', 'theirs')
+
+    def _rename(self, name: str, pattern: str, template: str) -> str | None:
+        """The first rule whose ``pattern`` matches ``name``, filled into its ``template``."""
         for rule in self.rules:
-            match = rule.ours_regex.match(name)
+            match = getattr(rule, pattern).match(name)
             if match:
-                return rule.theirs.format(**match.groupdict())
+                return getattr(rule, template).format(**match.groupdict())
         return None
 
     def is_classifier_key(self, name: str) -> bool:

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 from convnext_dense.analysis import build_model_for_analysis, default_flops_shape
+from convnext_dense.analysis.metafile import read_metafile
 from convnext_dense.models import ARCH_SETTINGS
 from convnext_dense.testing import det_batch, seg_batch
 from tests.helpers import ROOT
@@ -23,18 +23,7 @@ from tests.helpers import ROOT
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
 
 
-def _read_metafile() -> dict[str, dict]:
-    """configs/metafile.yml, the one source of the paper's numbers and recipes, by config."""
-    with open(ROOT / 'configs/metafile.yml', encoding='utf-8') as f:
-        models = {m['config']: m for m in yaml.safe_load(f)['Models']}
-    for model in models.values():  # the same network as another config: its params
-        if 'same_model_as' in model:
-            model['paper'].setdefault(
-                'params_m', models[model['same_model_as']]['paper']['params_m'])
-    return models
-
-
-METAFILE = _read_metafile()
+METAFILE = read_metafile()
 # config: (arch, params of the paper in M, decay_rate, decay_type, num_layers, lr, amp).
 PAPER = {
     name: (m['arch'], m['paper']['params_m'], m['recipe']['decay_rate'],

@@ -16,13 +16,22 @@ from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.fileio.io import backend_instances
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(data: bytes, filepath: str | Path) -> None:
-    """Write ``data`` to ``filepath`` all at once or not at all."""
+    """Write ``data`` to ``filepath`` all at once or not at all, with the permissions a plain
+    ``open(filepath, 'wb')`` would give it."""
     folder = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(filepath)}.',
                                    suffix='.partial')
     try:
+        # mkstemp creates the file readable by its owner only; open() applies the umask to 0o666.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()

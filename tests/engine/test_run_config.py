@@ -117,6 +117,21 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
 
+def test_atomic_writes_have_the_permissions_of_open(tmp_path):
+    """A checkpoint is as readable as mmengine's plain open() would make it (the umask applied
+    to 0o666), not owner-only as the temporary file it was written to."""
+    backend = get_file_backend(str(tmp_path / 'x'))
+    previous = os.umask(0o027)
+    try:
+        backend.put(b'checkpoint', str(tmp_path / 'epoch_1.pth'))
+        with open(tmp_path / 'plain.pth', 'wb') as f:
+            f.write(b'checkpoint')
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / 'epoch_1.pth').stat().st_mode & 0o777
+    assert mode == (tmp_path / 'plain.pth').stat().st_mode & 0o777 == 0o640
+
+
 def test_amp_flag_on_an_amp_config_is_warned(config_file, monkeypatch):
     from convnext_dense.engine import run_config
     messages = []
@@ -152,3 +167,30 @@ def test_test_outputs_of_a_segmentation_config(config_file, tmp_path):
     assert cfg.default_hooks.visualization.draw
     assert cfg.visualizer.save_dir == str(tmp_path / 'pics')
     assert cfg.visualizer.vis_backends == [dict(type='LocalVisBackend')]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU adaptation only without CUDA')
+def test_cpu_keeps_bf16_amp(cfg):
+    """fp16 AMP needs a GPU and becomes fp32 on the CPU; bf16 autocast runs on the CPU, but
+    mmengine's AmpOptimWrapper refuses to be built there, so it becomes BF16OptimWrapper."""
+    cfg.optim_wrapper.dtype = 'bfloat16'
+    adapt_to_cpu(cfg)
+    assert cfg.optim_wrapper.type == 'BF16OptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper and 'dtype' not in cfg.optim_wrapper
+
+
+def test_fast_path_flags(config_file, tmp_path):
+    cfg = prepare_train_cfg(config_file, amp=True, bf16=True, channels_last=True)
+    # --bf16 over --amp: bf16 autocast without a loss scaler, on any device
+    assert cfg.optim_wrapper.type == 'BF16OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
+    assert cfg.fast_path == dict(bf16=True, channels_last=True, compile=False)
+    assert 'FastPathHook' in [h['type'] for h in cfg.custom_hooks]
+    plain = prepare_train_cfg(config_file)
+    assert plain.fast_path == dict(bf16=False, channels_last=False, compile=False)
+    assert 'FastPathHook' not in [h['type'] for h in plain.custom_hooks]
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    cfg = prepare_test_cfg(config_file, str(checkpoint), compile=True,
+                           cfg_options={'fast_path.compile.backend': 'aot_eager'})
+    assert cfg.fast_path.compile.backend == 'aot_eager' and not cfg.fast_path.bf16
+    assert 'FastPathHook' in [h['type'] for h in cfg.custom_hooks]

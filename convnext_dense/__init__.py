@@ -8,6 +8,7 @@ in :mod:`convnext_dense.engine.patches` (safe checkpoint loading under torch >= 
 checkpoint writes, mmpretrain beside current transformers, bf16 NMS, OneDL config scopes).
 """
 from .engine.patches import apply_patches
+from .evaluation import build_fast_coco_metric  # noqa: F401  (registers FastCocoMetric)
 from .models import ConvNeXt
 from .optim import ConvNeXtLayerDecayOptimWrapperConstructor
 from .version import __version__

@@ -1,76 +1,69 @@
-"""Time this project's ConvNeXt path against timm, mmpretrain and the upstream mmdet/mmseg route
-on identical synthetic inputs, in one run (see convnext_dense/benchmarks/speed.py).
+"""Time this project's ConvNeXt path against timm and the upstream mmdet/mmseg route on identical
+synthetic inputs, in one process (see convnext_dense/benchmarks/speed.py).
 
-    python tools/benchmark.py [--device cuda] [--sizes gpu|cpu] [--dtype bf16|fp16|fp32]
-                              [--parts backbone models ops] [--iters 30] [--warmup 10]
-                              [--compile-timm] [--out results.json]
+    python tools/benchmark.py --suite gpu      # one CUDA GPU: every goal's case, writes the
+                                               # table into docs/performance.md
+    python tools/benchmark.py --suite cpu      # the same code at small sizes (a smoke test)
+    python tools/benchmark.py [--suite S] [--parts backbone models ops]
+                              [--models mask_rcnn cascade upernet] [--out results.json]
+                              [--no-docs]
 
-On CUDA it defaults to the full sizes (2x3x800x1344 backbone training, Mask R-CNN 2 images
-800x1344 with 12 instances, UperNet 16 crops 512x512, ...); on CPU to small ones, to check that
-everything runs.
+The gpu suite: backbone ConvNeXt-T fwd+bwd and forward 2x3x800x1344 bf16 (ours compiled, eager,
+with fused kernels; timm eager and compiled), Mask R-CNN-T / Cascade-T train step (2 images
+800x1344) and inference (800x1333), UperNet-T train step (16 crops 512x512) and slide inference
+(512x2048): ours with --bf16 --channels-last --compile, ours plain, the upstream route.
 """
 import argparse
 import json
-import platform
+import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-import convnext_dense  # noqa: F401
-from convnext_dense.benchmarks import speed as benchmark
+import convnext_dense  # noqa: F401  (registers the plugin)
+from convnext_dense.benchmarks import speed
 
-DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=torch.float32)
+MODELS = dict(mask_rcnn='Mask R-CNN-T', cascade='Cascade Mask R-CNN-T', upernet='UperNet-T')
+DOC = Path(__file__).resolve().parents[1] / 'docs/performance.md'
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='ConvNeXt speed, side by side')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--sizes', choices=['gpu', 'cpu'], default=None,
-                        help='input sizes (default: gpu on CUDA, cpu otherwise)')
-    parser.add_argument('--dtype', choices=list(DTYPES), default=None,
-                        help='backbone autocast dtype (default: bf16 on CUDA, fp32 on CPU)')
-    parser.add_argument('--amp', action='store_true',
-                        help="full models: use the configs' fp16 AMP (CUDA only)")
+    parser.add_argument('--suite', choices=sorted(speed.SUITES), default=None,
+                        help='sizes and settings (default: gpu on CUDA, cpu otherwise)')
+    parser.add_argument('--device', default=None,
+                        help='default: cuda for --suite gpu, cpu for --suite cpu')
     parser.add_argument('--parts', nargs='+', default=['backbone', 'models'],
-                        choices=['backbone', 'models', 'ops'],
-                        help='ops: mmcv\'s compiled RoIAlign and NMS against torchvision\'s')
-    parser.add_argument('--models', nargs='+', default=['mask_rcnn', 'cascade', 'upernet'],
-                        choices=['mask_rcnn', 'cascade', 'upernet'])
-    parser.add_argument('--iters', type=int, default=30)
-    parser.add_argument('--warmup', type=int, default=10)
-    parser.add_argument('--compile-timm', action='store_true',
-                        help='also time torch.compile(timm convnext_tiny)')
-    parser.add_argument('--out', help='write the results as JSON')
+                        choices=speed.PARTS,
+                        help="ops: mmcv's compiled RoIAlign and NMS against torchvision's")
+    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
+    parser.add_argument('--out', help='also write the results as JSON')
+    parser.add_argument('--no-docs', action='store_true',
+                        help=f'--suite gpu: do not write the table into {DOC.name}')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    device = torch.device(args.device)
-    sizes = benchmark.GPU_SIZES if (args.sizes or ('gpu' if device.type == 'cuda' else 'cpu')) \
-        == 'gpu' else benchmark.CPU_SIZES
-    dtype = DTYPES[args.dtype or ('bf16' if device.type == 'cuda' else 'fp32')]
-    torch.backends.cudnn.benchmark = False  # detection: RoI shapes change every iteration
-    results = []
-    if 'backbone' in args.parts:
-        results += benchmark.bench_backbones(device, sizes, dtype, args.warmup, args.iters,
-                                             args.compile_timm)
-    if 'models' in args.parts:
-        results += benchmark.bench_models(device, sizes, args.amp, args.warmup, args.iters,
-                                          tuple(args.models))
-    if 'ops' in args.parts:
-        results += benchmark.bench_ops(device, sizes, args.warmup, args.iters)
-    benchmark.add_ratios(results)
-    hardware = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
-        f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
-    print(f'# {hardware}, torch {torch.__version__}, backbone dtype {dtype}, '
-          f'{args.iters} timed iterations after {args.warmup} warm-up')
-    print(benchmark.markdown_table(results))
+    suite = args.suite or ('gpu' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(args.device or ('cuda' if suite == 'gpu' else 'cpu'))
+    try:
+        result = speed.run_suite(suite, device, tuple(args.parts),
+                                 tuple(MODELS[m] for m in args.models))
+    except ValueError as error:
+        sys.exit(f'benchmark.py: {error}')
+    print(speed.to_markdown(result))
+    if suite == 'gpu' and not args.no_docs:
+        speed.write_into(DOC, result)
+        print(f'wrote the table into {DOC}')
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(dict(hardware=hardware, torch=torch.__version__, dtype=str(dtype),
-                           results=[dict(case=r.case, contender=r.contender, median_ms=r.median,
-                                         spread_ms=r.spread, peak_mem_gib=r.peak_mem_gib,
-                                         ratios=r.ratios) for r in results]), f, indent=2)
+            json.dump(dict(suite=result.suite, environment=result.environment,
+                           seconds=result.seconds, skipped=result.skipped,
+                           kernel_tops=result.kernel_tops,
+                           results=[dict(asdict(t), median_ms=t.median, spread_ms=t.spread)
+                                    for t in result.timings]), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ IoUMetric).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--tta]
                          [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+                         [--bf16] [--channels-last] [--compile]
 
 ``--out``: detection, a .pkl of the raw predictions; segmentation, a folder of predicted
 label maps. COCO result json files for ``tools/coco_eval.py``:
@@ -28,6 +29,15 @@ def parse_args():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys; a key that is not in the config is an '
                         'error')
+    # default None: a flag left out keeps the config's fast_path value
+    parser.add_argument('--bf16', action='store_true', default=None,
+                        help='bfloat16 autocast (fp32 RoIAlign and NMS)')
+    parser.add_argument('--channels-last', action='store_true', default=None,
+                        help='channels-last weights and activations (cuDNN kernels for the '
+                        '7x7 depthwise convolutions under bf16/fp16)')
+    parser.add_argument('--compile', action='store_true', default=None,
+                        help='torch.compile for fixed shapes: the backbone on size-bucketed '
+                        'batches (detection), the encoder-decoder path (segmentation)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
@@ -39,7 +49,8 @@ def main():
     args = parse_args()
     cfg = prepare_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
                            tta=args.tta, show_dir=args.show_dir, cfg_options=args.cfg_options,
-                           launcher=args.launcher)
+                           launcher=args.launcher, bf16=args.bf16,
+                           channels_last=args.channels_last, compile=args.compile)
     make_runner(cfg).test()
 
 

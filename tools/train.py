@@ -3,6 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--amp]
                           [--auto-scale-lr] [--cfg-options k=v ...]
                           [--launcher none|pytorch|slurm] [--tensorboard]
+                          [--bf16] [--channels-last] [--compile]
 
 Multi-GPU / multi-node: ``tools/dist_train.sh CONFIG GPUS [args]``; Slurm:
 ``tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR``.
@@ -31,6 +32,15 @@ def parse_args():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. train_cfg.max_iters=100; a key that '
                         'is not in the config is an error')
+    # default None: a flag left out keeps the config's fast_path value
+    parser.add_argument('--bf16', action='store_true', default=None,
+                        help='bfloat16 autocast without loss scaling (fp32 RoIAlign and NMS)')
+    parser.add_argument('--channels-last', action='store_true', default=None,
+                        help='channels-last weights and activations (cuDNN kernels for the '
+                        '7x7 depthwise convolutions under bf16/fp16)')
+    parser.add_argument('--compile', action='store_true', default=None,
+                        help='torch.compile for fixed shapes: the backbone on size-bucketed '
+                        'batches (detection), the encoder-decoder path (segmentation)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
@@ -42,7 +52,9 @@ def main():
     args = parse_args()
     cfg = prepare_train_cfg(args.config, work_dir=args.work_dir, resume=args.resume,
                             amp=args.amp, cfg_options=args.cfg_options, launcher=args.launcher,
-                            tensorboard=args.tensorboard, auto_scale_lr=args.auto_scale_lr)
+                            tensorboard=args.tensorboard, auto_scale_lr=args.auto_scale_lr,
+                            bf16=args.bf16, channels_last=args.channels_last,
+                            compile=args.compile)
     make_runner(cfg).train()
 
 

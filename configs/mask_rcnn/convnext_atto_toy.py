@@ -34,8 +34,9 @@ model = dict(
         bbox_roi_extractor=dict(out_channels=fpn_channels),
         bbox_head=dict(in_channels=fpn_channels, fc_out_channels=512, num_classes=num_classes),
         mask_roi_extractor=dict(out_channels=fpn_channels),
-        mask_head=dict(in_channels=fpn_channels, conv_out_channels=fpn_channels,
-                       num_classes=num_classes)),
+        # mmdet's FCNMaskHead, its targets built on the device (convnext_dense/models/mask_head.py)
+        mask_head=dict(type='DeviceTargetFCNMaskHead', in_channels=fpn_channels,
+                       conv_out_channels=fpn_channels, num_classes=num_classes)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
@@ -80,7 +81,8 @@ val_dataloader = dict(
         data_prefix=dict(img='val/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json',
+val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval',
+                     ann_file=data_root + 'annotations/instances_val.json',
                      metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 

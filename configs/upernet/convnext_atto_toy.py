@@ -22,11 +22,14 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         _delete_=True, type='ConvNeXt', arch='atto', drop_path_rate=0.1, init_cfg=None),
+    # mmseg's UPerHead / FCNHead with the loss computed without the full-resolution logits
+    # (convnext_dense/models/decode_heads.py), as the paper configs
     decode_head=dict(
-        in_channels=[40, 80, 160, 320], channels=128, num_classes=num_classes,
-        norm_cfg=norm_cfg),
+        type='ChunkedLossUPerHead', in_channels=[40, 80, 160, 320], channels=128,
+        num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=dict(
-        in_channels=160, channels=64, num_classes=num_classes, norm_cfg=norm_cfg))
+        type='ChunkedLossFCNHead', in_channels=160, channels=64, num_classes=num_classes,
+        norm_cfg=norm_cfg))
 
 # ADE20KDataset only accepts class names out of its own 150 (it maps them to ADE20K's label
 # ids), so the toy set is read by BaseSegDataset with ADE20K's conventions.

@@ -1,21 +1,30 @@
-"""Side-by-side timing of this project's path against the references, in one process.
+"""Speed benchmarks: every case of the performance goals side by side, in one process.
 
-References: timm ``convnext_tiny`` (eager and ``torch.compile``), ``mmpretrain.models.ConvNeXt``,
-and "the upstream route": mmdet's / mmseg's own ConvNeXt configs (``mmpretrain.ConvNeXt``
-backbone). Ours is the same config with ``type='ConvNeXt'``. Inputs are synthetic and identical
-for every contender (fixed seed, same boxes and masks every iteration).
+``tools/benchmark.py --suite gpu`` runs, on one CUDA device, at the goals' sizes:
 
-Each case reports the median and the 10th-90th percentile spread over ``iters`` timed
-iterations after ``warmup``, the peak memory (CUDA) and the ratio to each reference. On CUDA
-the time is taken between synchronisations; on CPU with ``time.perf_counter``.
+* the ConvNeXt-T backbone, fwd+bwd and forward, bf16 channels_last: ours compiled (the
+  ``--compile`` path), ours eager, ours with the fused Triton kernels (where available), timm
+  ``convnext_tiny`` eager and compiled;
+* a train step and inference of Mask R-CNN-T, Cascade Mask R-CNN-T and UperNet-T: ours with the
+  switches (``fast_path = dict(bf16=True, channels_last=True, compile=True)``), ours plain (the
+  project's config as it ships: fp16 AMP for training) and the upstream route (mmdet's / mmseg's
+  own ConvNeXt-T configs with ``mmpretrain.ConvNeXt``, fp16 AMP);
+
+and reports the median, the 10th-90th percentile spread, the peak memory, the ratio of every
+contender to the first one of its case, the versions, and a ``torch.profiler`` top-10 of CUDA
+kernels of a Mask R-CNN and an UperNet train step for ours and upstream. ``--suite cpu`` runs the
+same code at small sizes, with ``aot_eager`` as the compile backend, as a smoke test: its
+figures are not goals.
 """
 from __future__ import annotations
 
 import copy
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -23,17 +32,20 @@ from ..engine.compat import import_mmpretrain
 from ..models import ConvNeXt
 from ..testing import det_batch, seg_batch
 
-# The full sizes of the GPU goals (docs/performance.md), and small ones to run the same code on
-# a CPU.
-# ops: the stride-4 FPN level of a 2x800x1344 batch with 512 RoIs (Mask R-CNN's sampled
-# proposals), and NMS over 5000 boxes (the RPN's pre-NMS count), at both sizes.
-OPS_SIZES = dict(roi_feature=(2, 256, 200, 336), rois=512, nms_boxes=5000)
-GPU_SIZES = dict(backbone_train=(2, 800, 1344), backbone_infer=(64, 224, 224),
-                 det_train=(2, 800, 1344), det_infer=(1, 800, 1333), seg_train=(16, 512, 512),
-                 seg_infer=(1, 512, 2048), instances=12, **OPS_SIZES)
-CPU_SIZES = dict(backbone_train=(1, 128, 160), backbone_infer=(4, 64, 64),
-                 det_train=(1, 128, 160), det_infer=(1, 128, 160), seg_train=(2, 128, 128),
-                 seg_infer=(1, 128, 256), instances=3, **OPS_SIZES)
+ROOT = Path(__file__).resolve().parents[2]
+# Ours: the project's configs as users run them (their heads, their layer-decay constructor).
+# Upstream: mmdet's / mmseg's own ConvNeXt-T configs (mmpretrain.ConvNeXt backbone).
+MODEL_CASES = {
+    'Mask R-CNN-T': ('configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py',
+                     'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'),
+    'Cascade Mask R-CNN-T': (
+        'configs/mask_rcnn/cascade_convnext_t_coco_3x.py',
+        'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_'
+        'coco.py'),
+    'UperNet-T': ('configs/upernet/convnext_t_ade20k.py',
+                  'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'),
+}
+OURS_FAST, OURS_PLAIN, UPSTREAM = 'ours fast', 'ours plain', 'upstream (mmpretrain.ConvNeXt)'
 
 
 @dataclass
@@ -51,8 +63,11 @@ class Timing:
 
     @property
     def spread(self) -> tuple[float, float]:
-        ordered = sorted(self.times_ms)
-        return (ordered[int(0.1 * (len(ordered) - 1))], ordered[int(0.9 * (len(ordered) - 1))])
+        """The 10th and 90th percentiles (linear interpolation between the timed values)."""
+        if len(self.times_ms) == 1:
+            return self.times_ms[0], self.times_ms[0]
+        deciles = statistics.quantiles(self.times_ms, n=10, method='inclusive')
+        return deciles[0], deciles[-1]
 
 
 def measure(fn: Callable[[], object], device: torch.device, warmup: int, iters: int
@@ -81,199 +96,352 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int, iters: 
     return times, peak
 
 
-# -- backbones --------------------------------------------------------------------------------
-def _timm_features(model):
+@dataclass(frozen=True)
+class Suite:
+    """Sizes and settings of one suite.
+
+    Args:
+        backbone: (batch, height, width) of the backbone cases.
+        det_train / det_infer: detection batches (800x1344 is the recipe's largest training
+            scale; 800x1333 its test scale).
+        seg_train / seg_infer: UperNet's 16 crops of 512x512 (8 GPUs x 2) and one 512x2048
+            ADE20K-sized image for sliding-window inference.
+        compile_backend: ``torch.compile`` backend of the compiled contenders.
+        profile: Record the CUDA kernel top-10 (CUDA only).
+        roi_feature / rois / nms_boxes: the ops part (:func:`bench_ops`).
+    """
+    name: str
+    backbone: tuple[int, int, int]
+    det_train: tuple[int, int, int]
+    det_infer: tuple[int, int, int]
+    seg_train: tuple[int, int, int]
+    seg_infer: tuple[int, int, int]
+    instances: int
+    warmup: int
+    iters: int
+    compile_backend: str
+    profile: bool
+    roi_feature: tuple[int, int, int, int] = (2, 256, 200, 336)
+    rois: int = 512
+    nms_boxes: int = 5000
+
+
+SUITES = {
+    'gpu': Suite('gpu', backbone=(2, 800, 1344), det_train=(2, 800, 1344),
+                 det_infer=(1, 800, 1333), seg_train=(16, 512, 512), seg_infer=(1, 512, 2048),
+                 instances=12, warmup=5, iters=20, compile_backend='inductor', profile=True),
+    'cpu': Suite('cpu', backbone=(1, 64, 96), det_train=(1, 96, 128), det_infer=(1, 96, 128),
+                 seg_train=(2, 64, 64), seg_infer=(1, 64, 128), instances=2, warmup=1, iters=1,
+                 compile_backend='aot_eager', profile=False),
+}
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    environment: dict[str, str]
+    timings: list[Timing]
+    kernel_tops: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """The versions and hardware a table was measured with."""
+    import importlib.metadata as metadata
+    env = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else
+               f'{platform.processor() or platform.machine()} CPU, '
+               f'{torch.get_num_threads()} threads',
+               torch=torch.__version__)
+    for name in ('triton', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'mmpretrain', 'timm',
+                 'onedl-mmengine', 'onedl-mmcv', 'onedl-mmdetection', 'onedl-mmsegmentation'):
+        try:
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return env
+
+
+def add_ratios(timings: list[Timing]) -> None:
+    """Ratio of every contender's median to the first contender of its case (> 1: the first is
+    faster), stored on the first."""
+    first: dict[str, Timing] = {}
+    for timing in timings:
+        if timing.case not in first:
+            first[timing.case] = timing
+        elif timing.median > 0:
+            first[timing.case].ratios[timing.contender] = timing.median / first[timing.case].median
+
+
+# -- backbone ---------------------------------------------------------------------------------
+def _timm_features(model: torch.nn.Module) -> Callable:
     def forward(x):
-        outs, y = [], model.stem(x)
-        for stage in model.stages:
-            y = stage(y)
-            outs.append(y)
-        return outs
+        return model.forward_intermediates(x, intermediates_only=True)
     return forward
 
 
-def backbone_contenders(device: torch.device, compile_timm: bool) -> dict[str, Callable]:
-    """name -> a callable x -> list of stage outputs, all ConvNeXt-T."""
+def _backbone_contenders(device: torch.device, suite: Suite, skipped: list[str]
+                         ) -> dict[str, Callable]:
     contenders: dict[str, Callable] = {}
     ours = ConvNeXt(arch='tiny').to(device).to(memory_format=torch.channels_last)
-    contenders['ours'] = ours
+    # As --compile compiles the detectors' backbone: one fixed input shape, no graph break.
+    contenders['ours compiled'] = torch.compile(ours, dynamic=False, fullgraph=True,
+                                                backend=suite.compile_backend)
+    contenders['ours eager'] = ours
     try:
-        import timm
-        reference = timm.create_model('convnext_tiny').to(device)
-        reference = reference.to(memory_format=torch.channels_last)
-        contenders['timm eager'] = _timm_features(reference)
-        if compile_timm:
-            contenders['timm compiled'] = torch.compile(_timm_features(reference))
+        from ..ops import fused_kernels_available
     except ImportError:
-        pass
-    mmpretrain_models = import_mmpretrain()
-    if mmpretrain_models is not None:
-        upstream = mmpretrain_models.ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3),
-                                              gap_before_final_norm=False).to(device)
-        contenders['mmpretrain'] = upstream.to(memory_format=torch.channels_last)
+        fused_kernels_available = None
+    if fused_kernels_available is not None and fused_kernels_available(device):
+        fused = ConvNeXt(arch='tiny', fused_kernels=True).to(device)
+        fused = fused.to(memory_format=torch.channels_last)
+        contenders['ours fused kernels, compiled'] = torch.compile(
+            fused, dynamic=False, fullgraph=True, backend=suite.compile_backend)
+    else:
+        skipped.append('ours fused kernels: Triton kernels need a CUDA device with Triton')
+    import timm
+    reference = timm.create_model('convnext_tiny').to(device)
+    reference = reference.to(memory_format=torch.channels_last)
+    contenders['timm eager'] = _timm_features(reference)
+    contenders['timm compiled'] = torch.compile(_timm_features(reference),
+                                                backend=suite.compile_backend)
     return contenders
 
 
-def bench_backbones(device: torch.device, sizes: dict, dtype: torch.dtype, warmup: int,
-                    iters: int, compile_timm: bool) -> list[Timing]:
+def bench_backbone(device: torch.device, suite: Suite, skipped: list[str]) -> list[Timing]:
+    batch, height, width = suite.backbone
+    x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    x = x.to(device).to(memory_format=torch.channels_last)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16)
+    shape = f'{batch}x3x{height}x{width} bf16'
     results = []
-    generator = torch.Generator().manual_seed(0)
-    batch, height, width = sizes['backbone_train']
-    train_x = torch.randn(batch, 3, height, width, generator=generator).to(device)
-    train_x = train_x.to(memory_format=torch.channels_last)
-    batch, height, width = sizes['backbone_infer']
-    infer_x = torch.randn(batch, 3, height, width, generator=generator).to(device)
-    infer_x = infer_x.to(memory_format=torch.channels_last)
-    autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for name, model in backbone_contenders(device, compile_timm).items():
+    for name, model in _backbone_contenders(device, suite, skipped).items():
         def train_step(model=model):
             with torch.autocast(**autocast):
-                loss = sum(o.float().square().mean() for o in model(train_x))
+                loss = sum(o.float().square().mean() for o in model(x))
             loss.backward()
 
         @torch.no_grad()
-        def infer(model=model):
+        def forward(model=model):
             with torch.autocast(**autocast):
-                model(infer_x)
+                model(x)
 
-        for case, fn in ((f'backbone fwd+bwd {tuple(train_x.shape)}', train_step),
-                         (f'backbone inference {tuple(infer_x.shape)}', infer)):
-            times, peak = measure(fn, device, warmup, iters)
+        for case, fn in ((f'backbone ConvNeXt-T fwd+bwd {shape}', train_step),
+                         (f'backbone ConvNeXt-T forward {shape}', forward)):
+            times, peak = measure(fn, device, suite.warmup, suite.iters)
             results.append(Timing(case, name, times, peak))
     return results
 
 
 # -- full models ------------------------------------------------------------------------------
-DET_UPSTREAM = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
-CASCADE_UPSTREAM = ('mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_'
-                    'amp-ms-crop-3x_coco.py')
-SEG_UPSTREAM = 'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'
+def _load(config: str):
+    from ..engine.run_config import load_config
+    if config.startswith(('mmdet::', 'mmseg::')):
+        from mmengine.hub import get_config
+        return get_config(config)
+    return load_config(str(ROOT / config))
 
 
-def _model_cfg(config: str, ours: bool):
-    from mmengine.hub import get_config
-    cfg = get_config(config)
-    model = copy.deepcopy(cfg.model)
-    backbone = model.backbone
-    backbone.init_cfg = None
-    if ours:
-        model.backbone = dict(type='ConvNeXt', arch='tiny',
-                              drop_path_rate=backbone.get('drop_path_rate', 0.),
-                              out_indices=list(backbone.get('out_indices', [0, 1, 2, 3])))
-    model.pop('pretrained', None)
-    return cfg, model
-
-
-def _build(config: str, ours: bool, device: torch.device):
+def build_contender(config: str, contender: str, device: torch.device, suite: Suite):
+    """(model, optim wrapper) of one contender."""
     from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
-    cfg, model_cfg = _model_cfg(config, ours)
+
+    from ..engine.fast_path import apply_fast_path, configure_fast_path
+    cfg = _load(config)
     init_default_scope(cfg.default_scope)
-    if not ours:
+    if contender == UPSTREAM:
         import_mmpretrain()
+    if contender == OURS_FAST:
+        configure_fast_path(cfg, bf16=True, channels_last=True,
+                            compile=dict(backend=suite.compile_backend))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.pop('pretrained', None)
+    if 'size' in model_cfg.data_preprocessor:
+        # UperNet pads every image to its training crop: the suite's crop.
+        model_cfg.data_preprocessor.size = suite.seg_train[1:]
     model = MODELS.build(model_cfg)
     if device.type != 'cuda':
-        model = revert_sync_batchnorm(model)
-    return cfg, model.to(device)
+        model = revert_sync_batchnorm(model)  # SyncBN needs CUDA
+    model = model.to(device)
+    wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if device.type != 'cuda' and wrapper_cfg.get('type') == 'AmpOptimWrapper':
+        wrapper_cfg.type = 'OptimWrapper'  # fp16 AMP needs CUDA
+        wrapper_cfg.pop('loss_scale', None)
+    wrapper = build_optim_wrapper(model, wrapper_cfg)
+    if contender == OURS_FAST:
+        # bf16 inference included: the test step runs under bf16 autocast.
+        model = apply_fast_path(model, cfg.fast_path)
+    return model, wrapper
 
 
-def _time_model(label, name, model, wrapper, batch, infer_batch, device, warmup, iters
-                ) -> list[Timing]:
-    model.train()
-    times, peak = measure(lambda: model.train_step(batch, wrapper), device, warmup, iters)
-    train = Timing(f'{label} train step', name, times, peak)
-    model.eval()
-    times, peak = measure(lambda: model.test_step(infer_batch), device, warmup, iters)
-    return [train, Timing(f'{label} inference', name, times, peak)]
-
-
-def bench_models(device: torch.device, sizes: dict, amp: bool, warmup: int, iters: int,
-                 which: tuple[str, ...] = ('mask_rcnn', 'cascade', 'upernet')) -> list[Timing]:
-    from mmengine.optim import build_optim_wrapper
-    results = []
-    cases = []
-    if 'mask_rcnn' in which:
-        cases.append(('Mask R-CNN-T', DET_UPSTREAM, 'det'))
-    if 'cascade' in which:
-        cases.append(('Cascade Mask R-CNN-T', CASCADE_UPSTREAM, 'det'))
-    if 'upernet' in which:
-        cases.append(('UperNet-T', SEG_UPSTREAM, 'seg'))
-    for label, config, task in cases:
-        for ours in (True, False):
-            name = 'ours' if ours else 'upstream (mmpretrain.ConvNeXt)'
-            cfg, model = _build(config, ours, device)
-            wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
-            if ours:
-                wrapper_cfg.constructor = 'ConvNeXtLayerDecayOptimWrapperConstructor'
-            if not (amp and device.type == 'cuda'):
-                wrapper_cfg.type = 'OptimWrapper'
-                wrapper_cfg.pop('loss_scale', None)
-            wrapper = build_optim_wrapper(model, wrapper_cfg)
-            if task == 'det':
-                batch = det_batch(*sizes['det_train'], sizes['instances'])
-                infer_batch = det_batch(*sizes['det_infer'], sizes['instances'])
-            else:
-                batch = seg_batch(*sizes['seg_train'])
-                infer_batch = seg_batch(*sizes['seg_infer'])
-            results += _time_model(label, name, model, wrapper, batch, infer_batch, device,
-                                   warmup, iters)
-            del model, wrapper
+def bench_models(device: torch.device, suite: Suite, which: tuple[str, ...] = tuple(MODEL_CASES)
+                 ) -> tuple[list[Timing], dict[str, list[tuple[str, float, int]]]]:
+    results, tops = [], {}
+    for label in which:
+        ours_config, upstream_config = MODEL_CASES[label]
+        detection = not label.startswith('UperNet')
+        if detection:
+            batch = det_batch(*suite.det_train, suite.instances)
+            infer_batch = det_batch(*suite.det_infer, suite.instances)
+        else:
+            batch = seg_batch(*suite.seg_train)
+            infer_batch = seg_batch(*suite.seg_infer)
+        for contender in (OURS_FAST, OURS_PLAIN, UPSTREAM):
+            config = upstream_config if contender == UPSTREAM else ours_config
+            profile = suite.profile and device.type == 'cuda' and contender != OURS_PLAIN \
+                and label != 'Cascade Mask R-CNN-T'
+            results += _time_contender(label, contender, build_contender(
+                config, contender, device, suite), batch, infer_batch, device, suite,
+                tops if profile else None)
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
-    return results
+    return results, tops
+
+
+def _time_contender(label: str, contender: str, built: tuple, batch: dict, infer_batch: dict,
+                    device: torch.device, suite: Suite, tops: dict | None) -> list[Timing]:
+    model, wrapper = built
+    model.train()
+
+    def train_step():
+        model.train_step(batch, wrapper)
+
+    times, peak = measure(train_step, device, suite.warmup, suite.iters)
+    results = [Timing(f'{label} train step', contender, times, peak)]
+    if tops is not None:
+        tops[f'{label} train step, {contender}'] = kernel_top(train_step)
+    model.eval()
+
+    def infer():
+        with torch.no_grad():
+            model.test_step(infer_batch)
+
+    times, peak = measure(infer, device, suite.warmup, suite.iters)
+    return results + [Timing(f'{label} inference', contender, times, peak)]
+
+
+def kernel_top(fn: Callable[[], object], steps: int = 3, top: int = 10
+               ) -> list[tuple[str, float, int]]:
+    """The ``top`` CUDA kernels by total device time over ``steps`` calls: (name, ms per call,
+    launches per call)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    return [(e.key, e.device_time_total / 1e3 / steps, e.count // steps) for e in events[:top]]
 
 
 # -- compiled ops ---------------------------------------------------------------------------
-def bench_ops(device: torch.device, sizes: dict, warmup: int, iters: int) -> list[Timing]:
-    """mmcv's compiled RoIAlign and NMS (what the detectors run; 'ours' here means the mmcv
-    build the setup made) against torchvision's, on the same inputs."""
+def bench_ops(device: torch.device, suite: Suite) -> list[Timing]:
+    """mmcv's compiled RoIAlign and NMS (what the detectors run, as the setup built them)
+    against torchvision's, on the same inputs: the stride-4 FPN level of a 2x800x1344 batch
+    with 512 RoIs (Mask R-CNN's sampled proposals), and NMS over 5000 boxes (the RPN's pre-NMS
+    count)."""
     from mmcv.ops import RoIAlign, nms
     from torchvision.ops import nms as tv_nms
     from torchvision.ops import roi_align as tv_roi_align
     generator = torch.Generator().manual_seed(0)
-    batch, channels, height, width = sizes['roi_feature']
+    batch, channels, height, width = suite.roi_feature
     feats = torch.randn(batch, channels, height, width, generator=generator).to(device)
-    count = sizes['rois']
+    count = suite.rois
     corner = torch.rand(count, 2, generator=generator) * torch.tensor([width, height]) * 4 * 0.8
     size = torch.rand(count, 2, generator=generator) * 150 + 4
     rois = torch.cat([torch.randint(0, batch, (count, 1), generator=generator).float(), corner,
                       corner + size], dim=1).to(device)
-    boxes_count = sizes['nms_boxes']
+    boxes_count = suite.nms_boxes
     corner = torch.rand(boxes_count, 2, generator=generator) * 1000
     boxes = torch.cat([corner, corner + torch.rand(boxes_count, 2, generator=generator) * 100 + 1],
                       dim=1).to(device)
     scores = torch.rand(boxes_count, generator=generator).to(device)
     roi_align = RoIAlign((7, 7), 1 / 4, 0, aligned=True)
     cases = {
-        (f'RoIAlign fwd {count} RoIs', 'ours'): lambda: roi_align(feats, rois),
+        (f'RoIAlign fwd {count} RoIs', 'mmcv'): lambda: roi_align(feats, rois),
         (f'RoIAlign fwd {count} RoIs', 'torchvision'):
             lambda: tv_roi_align(feats, rois, (7, 7), 1 / 4, 0, aligned=True),
-        (f'NMS {boxes_count} boxes', 'ours'): lambda: nms(boxes, scores, 0.7),
+        (f'NMS {boxes_count} boxes', 'mmcv'): lambda: nms(boxes, scores, 0.7),
         (f'NMS {boxes_count} boxes', 'torchvision'): lambda: tv_nms(boxes, scores, 0.7),
     }
     results = []
     for (case, contender), fn in cases.items():
-        times, peak = measure(fn, device, warmup, iters)
-        note = 'mmcv.ops' if contender == 'ours' else ''
-        results.append(Timing(case, contender, times, peak, note=note))
+        times, peak = measure(fn, device, suite.warmup, suite.iters)
+        results.append(Timing(case, contender, times, peak))
     return results
 
 
-def add_ratios(results: list[Timing]) -> None:
-    """Ratio of each reference's median to ours (> 1: ours is faster)."""
-    ours = {r.case: r for r in results if r.contender == 'ours'}
-    for result in results:
-        if result.case in ours and result.contender != 'ours':
-            ours[result.case].ratios[result.contender] = result.median / ours[result.case].median
+# -- the suite --------------------------------------------------------------------------------
+PARTS = ('backbone', 'models', 'ops')
 
 
-def markdown_table(results: list[Timing]) -> str:
-    lines = ['| case | contender | median ms | p10-p90 ms | peak GiB | reference / ours |',
+def run_suite(name: str, device: torch.device, parts: tuple[str, ...] = ('backbone', 'models'),
+              models: tuple[str, ...] = tuple(MODEL_CASES)) -> SuiteResult:
+    if name not in SUITES:
+        raise ValueError(f'--suite {name}: unknown suite; use one of {sorted(SUITES)}')
+    suite = SUITES[name]
+    if name == 'gpu' and device.type != 'cuda':
+        raise ValueError(f'--suite gpu needs a CUDA device, got --device {device}; use '
+                         '--suite cpu to check the code on a CPU')
+    begin = time.perf_counter()
+    # Detection: RoI-head shapes change every iteration and autotuning each new shape made a
+    # Mask R-CNN step about 8x slower (mmdet's default is off as well).
+    torch.backends.cudnn.benchmark = False
+    result = SuiteResult(name, environment(device), [])
+    if 'backbone' in parts:
+        result.timings += bench_backbone(device, suite, result.skipped)
+    if 'models' in parts:
+        timings, tops = bench_models(device, suite, models)
+        result.timings += timings
+        result.kernel_tops.update(tops)
+    if 'ops' in parts:
+        result.timings += bench_ops(device, suite)
+    # One block of rows per case, contenders in the order they ran (the first is the one
+    # ratios are given to).
+    cases: dict[str, int] = {}
+    for timing in result.timings:
+        cases.setdefault(timing.case, len(cases))
+    result.timings.sort(key=lambda timing: cases[timing.case])
+    add_ratios(result.timings)
+    result.seconds = time.perf_counter() - begin
+    return result
+
+
+def to_markdown(result: SuiteResult) -> str:
+    env = ', '.join(f'{k} {v}' for k, v in result.environment.items())
+    suite = SUITES[result.suite]
+    lines = [f'Measured with `python tools/benchmark.py --suite {result.suite}` '
+             f'({suite.iters} timed iterations after {suite.warmup} warm-up, suite run '
+             f'{result.seconds:.0f} s): {env}.', '',
+             '| case | contender | median ms | p10-p90 ms | peak GiB | contender / first |',
              '|---|---|---|---|---|---|']
-    for r in results:
-        low, high = r.spread
-        peak = f'{r.peak_mem_gib:.2f}' if r.peak_mem_gib is not None else '-'
-        ratios = ', '.join(f'{k}: {v:.2f}x' for k, v in r.ratios.items()) or '-'
-        lines.append(f'| {r.case} | {r.contender} | {r.median:.1f} | {low:.1f}-{high:.1f} | '
-                     f'{peak} | {ratios} |')
+    for timing in result.timings:
+        low, high = timing.spread
+        peak = f'{timing.peak_mem_gib:.2f}' if timing.peak_mem_gib is not None else '-'
+        ratios = ', '.join(f'{k}: {v:.2f}x' for k, v in timing.ratios.items()) or '-'
+        lines.append(f'| {timing.case} | {timing.contender} | {timing.median:.1f} | '
+                     f'{low:.1f}-{high:.1f} | {peak} | {ratios} |')
+    for skipped in result.skipped:
+        lines.append(f'\nNot run: {skipped}.')
+    for title, kernels in result.kernel_tops.items():
+        lines += ['', f'Top CUDA kernels, {title}:', '',
+                  '| kernel | ms per step | launches per step |', '|---|---|---|']
+        lines += [f'| `{name[:90]}` | {ms:.2f} | {count} |' for name, ms, count in kernels]
     return '\n'.join(lines)
+
+
+BEGIN, END = '<!-- benchmark-suite:{}:begin -->', '<!-- benchmark-suite:{}:end -->'
+
+
+def write_into(doc: Path, result: SuiteResult) -> None:
+    """Replace the suite's section of ``doc`` (between its markers) by the new table."""
+    begin, end = BEGIN.format(result.suite), END.format(result.suite)
+    text = doc.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f'{doc} has no {begin} ... {end} section to write the table into')
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    doc.write_text(f'{head}{begin}\n{to_markdown(result)}\n{end}{tail}')

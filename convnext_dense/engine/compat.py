@@ -27,6 +27,8 @@ bitwise the same. :func:`replay_skipped_batches` brings back the loading where w
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import sys
@@ -111,33 +113,64 @@ def replay_skipped_batches(loop) -> None:
     iterator.skip_iter = skip_iter
 
 
+class _TransformersHidden:
+    """Runs a module's loader with mmpretrain's dependency probe told that transformers is
+    absent (the probe calls ``importlib_metadata.distribution``)."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        import importlib_metadata
+        real_distribution = importlib_metadata.distribution
+
+        def distribution(name: str):
+            if name == 'transformers':
+                raise importlib_metadata.PackageNotFoundError(name)
+            return real_distribution(name)
+
+        importlib_metadata.distribution = distribution
+        try:
+            self.loader.exec_module(module)
+        finally:
+            importlib_metadata.distribution = real_distribution
+
+
+class _MmpretrainFinder(importlib.abc.MetaPathFinder):
+    """Finds ``mmpretrain`` as the path finder does, with :class:`_TransformersHidden` around its
+    loader: ``mmpretrain/__init__.py`` imports everything mmpretrain has, all of it then under
+    the hidden transformers."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != 'mmpretrain':
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _TransformersHidden(spec.loader)
+        return spec
+
+
+def guard_mmpretrain_import() -> None:
+    """Make every later ``import mmpretrain`` (mmdet's included) hide transformers from
+    mmpretrain's dependency probe; imports nothing now (mmpretrain and mmdet take seconds)."""
+    if 'mmpretrain' in sys.modules:
+        return
+    if not any(isinstance(finder, _MmpretrainFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _MmpretrainFinder())
+
+
 def import_mmpretrain() -> ModuleType | None:
     """Import ``mmpretrain.models`` safely; None when mmpretrain is not installed."""
     if 'mmpretrain.models' in sys.modules:
         return sys.modules['mmpretrain.models']
     if importlib.util.find_spec('mmpretrain') is None:
         return None
-    import importlib_metadata
-    real_distribution = importlib_metadata.distribution
-
-    def distribution(name: str):
-        if name == 'transformers':
-            raise importlib_metadata.PackageNotFoundError(name)
-        return real_distribution(name)
-
-    importlib_metadata.distribution = distribution
-    try:
-        import mmpretrain.models
-    finally:
-        importlib_metadata.distribution = real_distribution
+    guard_mmpretrain_import()
+    import mmpretrain.models
     return mmpretrain.models
-
-
-def guard_mmpretrain_import() -> None:
-    """Import mmpretrain safely now if transformers is installed beside it, so that mmdet's
-    later ``import mmpretrain`` finds it in ``sys.modules`` instead of failing."""
-    if importlib.util.find_spec('transformers') is not None:
-        import_mmpretrain()
 
 
 class _FP32NmsOps:

@@ -8,9 +8,12 @@ mmseg's own tools, whose arguments and conventions these follow. On top of them:
   silently add it).
 * A syntax error in the config or in any file of its ``_base_`` chain names that file and the
   line (mmengine shows the line but not the file).
-* On a machine without CUDA, SyncBN becomes BN and AMP (fp16 needs a GPU) becomes fp32, each
-  with one log line, and ``--launcher pytorch`` runs on gloo with CPU DDP, so the same configs
-  and commands run on a laptop or a CPU CI machine.
+* On a machine without CUDA, SyncBN becomes BN and fp16 AMP (it needs a GPU) becomes fp32
+  (bf16 AMP stays bf16, which CPUs autocast), each with one log line, and ``--launcher
+  pytorch`` runs on gloo with CPU DDP, so the same configs and commands run on a laptop or a
+  CPU CI machine.
+* ``--bf16``, ``--channels-last`` and ``--compile`` (or the config's ``fast_path``) turn on the
+  fast path of :mod:`.fast_path`.
 * Every run checkpoints the RNG states (bitwise resume) and writes checkpoints atomically.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
 from .data_checks import check_datasets
+from .fast_path import configure_fast_path
 
 
 def _mmdet_show_dir(cfg: Config, show_dir: str) -> None:
@@ -210,7 +214,9 @@ def _replace_types(node: Any, old: str, new: str) -> int:
 
 
 def adapt_to_cpu(cfg: Config) -> None:
-    """Without CUDA: SyncBN -> BN and fp16 AMP -> fp32, each said once in the log."""
+    """Without CUDA: SyncBN -> BN and fp16 AMP -> fp32, each said once in the log; bf16 AMP
+    runs on the CPU as :class:`.fast_path.BF16OptimWrapper` (mmengine's ``AmpOptimWrapper``
+    refuses to be built without a GPU)."""
     if torch.cuda.is_available():
         return
     replaced = _replace_types(cfg._cfg_dict, 'SyncBN', 'BN')
@@ -219,6 +225,13 @@ def adapt_to_cpu(cfg: Config) -> None:
                   'CUDA)', logger='current')
     wrapper = cfg.get('optim_wrapper')
     if isinstance(wrapper, dict) and wrapper.get('type') == 'AmpOptimWrapper':
+        if str(wrapper.get('dtype')).replace('torch.', '') == 'bfloat16':
+            wrapper['type'] = 'BF16OptimWrapper'
+            for key in ('dtype', 'loss_scale'):
+                wrapper.pop(key, None)
+            print_log('no CUDA device: bf16 AMP on the CPU (BF16OptimWrapper)',
+                      logger='current')
+            return
         wrapper['type'] = 'OptimWrapper'
         wrapper.pop('loss_scale', None)
         print_log('no CUDA device: training in fp32 instead of fp16 AMP', logger='current')
@@ -275,7 +288,10 @@ def prepare_train_cfg(config: str,
                       cfg_options: dict | None = None,
                       launcher: str = 'none',
                       tensorboard: bool = False,
-                      auto_scale_lr: bool = False) -> Config:
+                      auto_scale_lr: bool = False,
+                      bf16: bool | None = None,
+                      channels_last: bool | None = None,
+                      compile: bool | None = None) -> Config:
     """The config ``tools/train.py`` hands to ``Runner.from_cfg``.
 
     Args:
@@ -286,6 +302,9 @@ def prepare_train_cfg(config: str,
         auto_scale_lr: Scale the learning rate by the total batch size over the config's
             ``auto_scale_lr.base_batch_size`` (mmengine's linear scaling rule), for training
             on another number of GPUs than the recipe's.
+        bf16, channels_last, compile: The fast-path switches
+            (:func:`.fast_path.configure_fast_path`); None keeps the config's ``fast_path``.
+            ``bf16`` takes precedence over ``amp``.
     """
     cfg = load_config(config, cfg_options)
     if amp:
@@ -313,6 +332,7 @@ def prepare_train_cfg(config: str,
         backends = list(cfg.visualizer.get('vis_backends') or [dict(type='LocalVisBackend')])
         backends.append(dict(type='TensorboardVisBackend'))
         cfg.visualizer.vis_backends = backends
+    configure_fast_path(cfg, bf16=bf16, channels_last=channels_last, compile=compile)
     _add_hook(cfg, 'RNGStateHook')
     _add_hook(cfg, 'EvalProgressBarHook')
     loaders = ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else \
@@ -339,12 +359,17 @@ def prepare_test_cfg(config: str,
                      tta: bool = False,
                      show_dir: str | None = None,
                      cfg_options: dict | None = None,
-                     launcher: str = 'none') -> Config:
+                     launcher: str = 'none',
+                     bf16: bool | None = None,
+                     channels_last: bool | None = None,
+                     compile: bool | None = None) -> Config:
     """The config ``tools/test.py`` hands to ``Runner.from_cfg``.
 
     Args:
         out: mmdet: a ``.pkl`` of the raw predictions (``DumpDetResults``); mmseg: a folder for
             the predicted label maps (``IoUMetric(output_dir=...)``).
+        bf16, channels_last, compile: The fast-path switches
+            (:func:`.fast_path.configure_fast_path`); None keeps the config's ``fast_path``.
     """
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
@@ -366,6 +391,7 @@ def prepare_test_cfg(config: str,
             else [cfg.test_evaluator]
         task.save_predictions(cfg, out, evaluators)
         cfg.test_evaluator = evaluators
+    configure_fast_path(cfg, bf16=bf16, channels_last=channels_last, compile=compile)
     _add_hook(cfg, 'EvalProgressBarHook')
     return _common(cfg, config, work_dir, launcher, ('test_dataloader', ))
 

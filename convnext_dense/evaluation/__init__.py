@@ -1,5 +1,9 @@
-"""Evaluation of saved predictions: COCO result files against an annotation file."""
+"""Evaluation: COCO box and mask AP of saved result files (:mod:`.coco_eval`,
+``tools/coco_eval.py``) and the ``FastCocoMetric`` evaluator for configs (:mod:`.metric`), both
+with faster-coco-eval or pycocotools."""
 from .coco_eval import (
+                        BACKENDS,
+                        DEFAULT_BACKEND,
                         IOU_TYPES,
                         METRIC_NAMES,
                         evaluate,
@@ -7,8 +11,13 @@ from .coco_eval import (
                         format_summary,
                         load_annotations,
                         load_results,
+                        pycocotools_summary,
+                        run_cocoeval,
                         save_summary,
+                        summarize,
 )
+from .metric import build_fast_coco_metric
 
-__all__ = ['IOU_TYPES', 'METRIC_NAMES', 'evaluate', 'evaluate_files', 'format_summary',
-           'load_annotations', 'load_results', 'save_summary']
+__all__ = ['BACKENDS', 'DEFAULT_BACKEND', 'IOU_TYPES', 'METRIC_NAMES', 'build_fast_coco_metric',
+           'evaluate', 'evaluate_files', 'format_summary', 'load_annotations', 'load_results',
+           'pycocotools_summary', 'run_cocoeval', 'save_summary', 'summarize']

@@ -1,53 +1,128 @@
-"""COCO evaluation of saved result files, without a model (``tools/coco_eval.py``).
+"""COCO box and mask AP of saved result files (``tools/coco_eval.py``), with faster-coco-eval or
+pycocotools, and the 12 numbers of pycocotools' ``COCOeval.summarize()`` from either.
 
 The result files are those mmdet's ``CocoMetric`` writes with ``outfile_prefix`` (and the COCO
 detection format in general): a JSON list of ``{image_id, category_id, bbox, score}`` for
 ``bbox`` and ``{image_id, category_id, segmentation, score}`` for ``segm``, ``segmentation``
 being an RLE. They are checked against the annotation file first, so that results of another
 annotation set, or a file that is not a result list, are an error naming the file instead of
-an ``AssertionError`` or a ``KeyError`` inside pycocotools, or a silent AP of 0.
+an ``AssertionError`` or a ``KeyError`` inside the COCO library, or a silent AP of 0.
 
-The numbers are pycocotools' ``COCOeval`` with its default parameters (``maxDets`` 1, 10,
-100). mmdet's ``CocoMetric`` sets ``maxDets`` to its ``proposal_nums`` (100, 300, 1000), so its
-AP can differ from these when an image has more than 100 detections, and its AR columns are
-AR@100/300/1000.
+Two backends compute the same numbers:
+
+* ``'faster_coco_eval'`` (default): faster-coco-eval's ``COCOeval_faster``, whose per-image
+  matching and accumulation run in C++ (a port of detectron2's ``COCOeval_opt``). Its
+  precision/recall arrays are pycocotools' with one exception: pycocotools divides by
+  ``tp + fp + np.spacing(1)``, which changes the quotient only where ``tp + fp == 1`` (precision
+  ``1 - 2**-52`` instead of ``1.0``; the eps vanishes in any denominator >= 2). Each of the 12
+  numbers is a mean of such values, so the two backends agree to ``eps * (number of values
+  averaged)``, about 1e-12.
+* ``'pycocotools'``: pycocotools' own ``COCOeval``, the reference.
+
+Both report pycocotools' summary (:func:`pycocotools_summary`): its ``summarize()`` looks AP up at
+``maxDets=100`` whatever ``params.maxDets`` holds (-1 when 100 is not among them) and the other
+AP numbers and the per-area AR at ``maxDets[2]``; faster-coco-eval's own ``summarize()`` takes
+every AP at ``maxDets[-1]`` instead. The two differ only for a ``maxDets`` other than (1, 10, 100),
+e.g. mmdet's ``CocoMetric``, which sets ``maxDets`` to its ``proposal_nums`` (100, 300, 1000) and
+reads ``mAP`` at 100 but ``mAP_50`` ... ``mAP_l`` at 1000; the tool uses pycocotools' default
+(1, 10, 100), so its AR columns are AR@1/10/100.
+
+This module imports neither torch nor mmengine, mmcv, mmdet (``tools/coco_eval.py`` starts in
+well under a second); the COCO library of the chosen backend is imported on first use.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os.path as osp
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+import numpy as np
 
-from ..engine.atomic_io import atomic_write
 from ..engine.data_checks import check_coco_annotation
 
+BACKENDS = ('faster_coco_eval', 'pycocotools')
+DEFAULT_BACKEND = 'faster_coco_eval'
 IOU_TYPES = ('bbox', 'segm')
 # The 12 numbers of COCOeval.summarize(), in its order.
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
                 'ARl')
+DEFAULT_MAX_DETS = (1, 10, 100)
 # What each result of an iou type needs besides image_id, category_id and score.
 _RESULT_KEY = dict(bbox='bbox', segm='segmentation')
 
+Log = Callable[[str], None]
 
-def load_annotations(ann_file: str) -> COCO:
-    """The checked annotation file as a pycocotools ``COCO``.
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`; a ``ValueError`` naming it otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f'backend={backend!r}: use one of {BACKENDS}')
+    return backend
+
+
+def coco_api(backend: str) -> tuple[type, type]:
+    """The ``(COCO, COCOeval)`` classes of ``backend``, imported on first use."""
+    check_backend(backend)
+    if backend == 'pycocotools':
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    from faster_coco_eval import COCO, COCOeval_faster
+    return COCO, COCOeval_faster
+
+
+@contextlib.contextmanager
+def phase(log: Log | None, text: str) -> Iterator[None]:
+    """Report ``text ...`` to ``log`` when a phase starts and its wall time when it ends, so that
+    a long file shows where the time goes (neither library reports progress inside a phase)."""
+    if log is None:
+        yield
+        return
+    log(f'{text} ...')
+    start = time.perf_counter()
+    yield
+    log(f'{text}: {time.perf_counter() - start:.2f} s')
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration: loading and indexing hundreds of
+    thousands of result dicts (none of them in a reference cycle) otherwise makes it traverse the
+    growing heap again and again, a fifth of the CPU time of a 2,000-image evaluation."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def coco_from_dataset(dataset: dict[str, Any], backend: str = DEFAULT_BACKEND):
+    """``backend``'s ``COCO`` index of an annotation dict (the dict is shared, not copied)."""
+    coco_class, _ = coco_api(backend)
+    coco = coco_class()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+        coco.createIndex()
+    return coco
+
+
+def load_annotations(ann_file: str, backend: str = DEFAULT_BACKEND):
+    """The checked annotation file as ``backend``'s ``COCO``.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: it is not JSON, not COCO (``images``, ``annotations``, ``categories``), or
-            an annotation names an unknown image or category.
+            an annotation names an unknown image or category; ``backend`` is unknown.
     """
-    dataset = check_coco_annotation(ann_file)
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # "creating index..."
-        coco.createIndex()
-    return coco
+    check_backend(backend)
+    return coco_from_dataset(check_coco_annotation(ann_file), backend)
 
 
 def _preview(ids: list) -> str:
@@ -55,7 +130,7 @@ def _preview(ids: list) -> str:
     return f'{shown}, ... ({len(ids)} in all)' if len(ids) > 5 else shown
 
 
-def load_results(results_file: str, coco: COCO, iou_type: str,
+def load_results(results_file: str, coco, iou_type: str,
                  ann_file: str = 'the annotation file') -> list[dict[str, Any]]:
     """Read and check a results file of ``iou_type`` against the annotations ``coco``.
 
@@ -85,9 +160,10 @@ def load_results(results_file: str, coco: COCO, iou_type: str,
         raise ValueError(f'results file {results_file!r} is empty: no {iou_type} results to '
                          'evaluate')
     needed = ('image_id', 'category_id', 'score', _RESULT_KEY[iou_type])
+    needed_set = set(needed)
     for index, result in enumerate(results):
-        missing = [key for key in needed if not isinstance(result, dict) or key not in result]
-        if missing:
+        if not isinstance(result, dict) or not needed_set <= result.keys():
+            missing = [key for key in needed if not isinstance(result, dict) or key not in result]
             raise ValueError(f'results file {results_file!r}: result [{index}] has no '
                              f'{", ".join(missing)} (a {iou_type} result needs {needed})')
     unknown_images = sorted({r['image_id'] for r in results} - set(coco.getImgIds()),
@@ -104,69 +180,193 @@ def load_results(results_file: str, coco: COCO, iou_type: str,
     return results
 
 
-def evaluate(coco: COCO, results: list[dict[str, Any]],
-             iou_type: str) -> tuple[dict[str, float], list[str]]:
-    """COCOeval of checked ``results`` against ``coco``.
+def load_detections(coco, results: list[dict[str, Any]], iou_type: str):
+    """``coco.loadRes(results)``: the results indexed as a ``COCO`` of the same backend.
+
+    For ``segm``, the results' boxes are left out: both libraries' ``loadRes`` take a result's
+    area from its box whenever it has one, and mmdet writes boxes into its segm results too, so
+    the areas, and with them the small/medium/large split, would be the boxes'. mmdet's
+    ``CocoMetric`` and detectron2 drop the boxes as well.
+    """
+    if iou_type == 'segm' and any('bbox' in r for r in results):
+        results = [{k: v for k, v in r.items() if k != 'bbox'} for r in results]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools: "Loading and preparing..."
+        return coco.loadRes(results)
+
+
+def _silent(*args, **kwargs) -> None:
+    """faster-coco-eval's ``print_function`` when the caller reports phases itself."""
+
+
+def run_cocoeval(coco, detections, iou_type: str, backend: str = DEFAULT_BACKEND, *,
+                 img_ids: Sequence[int] | None = None,
+                 cat_ids: Sequence[int] | None = None,
+                 max_dets: Sequence[int] = DEFAULT_MAX_DETS,
+                 iou_thrs: Any = None,
+                 use_cats: bool = True,
+                 log: Log | None = None,
+                 label: str | None = None):
+    """``backend``'s ``COCOeval`` of ``detections`` against ``coco``, evaluated and accumulated
+    (``evaluator.eval`` holds the precision and recall arrays).
+
+    Args:
+        img_ids, cat_ids: evaluate these images / categories (default: all of ``coco``).
+        max_dets: ``params.maxDets``; at least 3 values, as ``summarize()`` reads three.
+        iou_thrs: ``params.iouThrs`` (default: 0.50:0.05:0.95).
+        use_cats: ``params.useCats`` (False: class-agnostic, as for proposals).
+        log: reports the phases with their wall time.
+        label: names the evaluation in the phase lines (default: ``iou_type``).
+    """
+    check_backend(backend)
+    if len(max_dets) < 3:
+        raise ValueError(f'max_dets={tuple(max_dets)}: COCOeval.summarize() needs at least 3 '
+                         'values (AR at the first three)')
+    _, evaluator_class = coco_api(backend)
+    extra = dict(print_function=_silent) if backend == 'faster_coco_eval' else {}
+    evaluator = evaluator_class(coco, detections, iou_type, **extra)
+    params = evaluator.params
+    if img_ids is not None:
+        params.imgIds = list(img_ids)
+    if cat_ids is not None:
+        params.catIds = list(cat_ids)
+    params.maxDets = list(max_dets)
+    if iou_thrs is not None:
+        params.iouThrs = iou_thrs
+    params.useCats = int(use_cats)
+    label = label or iou_type
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints each step
+        if backend == 'faster_coco_eval':  # evaluate() matches and accumulates, in C++
+            with phase(log, f'{label}: matching and accumulating ({backend})'):
+                evaluator.evaluate()
+                evaluator.accumulate()
+        else:
+            with phase(log, f'{label}: matching ({backend})'):
+                evaluator.evaluate()
+            with phase(log, f'{label}: accumulating ({backend})'):
+                evaluator.accumulate()
+    return evaluator
+
+
+_SUMMARY_LINE = ' {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} ] = {:0.3f}'
+
+
+def _summary_rows(max_dets: Sequence[int]) -> list[tuple[bool, float | None, str, int]]:
+    """``(is_ap, iou_thr, area, max_det)`` of each of the 12 numbers as pycocotools 2.0's
+    ``summarize()`` reads them: the first AP at ``maxDets=100`` (its default argument, not taken
+    from the parameters), the other AP numbers and the per-area AR at ``maxDets[2]``."""
+    first, second, third = max_dets[:3]
+    return [(True, None, 'all', 100), (True, .5, 'all', third), (True, .75, 'all', third),
+            (True, None, 'small', third), (True, None, 'medium', third),
+            (True, None, 'large', third), (False, None, 'all', first),
+            (False, None, 'all', second), (False, None, 'all', third),
+            (False, None, 'small', third), (False, None, 'medium', third),
+            (False, None, 'large', third)]
+
+
+def pycocotools_summary(evaluator) -> tuple[list[float], list[str]]:
+    """The 12 numbers and lines of pycocotools' ``COCOeval.summarize()`` from an accumulated
+    evaluator of either backend (both hold ``eval['precision']`` [T, R, K, A, M] and
+    ``eval['recall']`` [T, K, A, M]), indexed and averaged in pycocotools' order."""
+    params = evaluator.params
+    stats, lines = [], []
+    for is_ap, iou_thr, area, max_det in _summary_rows(params.maxDets):
+        values = evaluator.eval['precision' if is_ap else 'recall']
+        if iou_thr is not None:
+            values = values[np.where(iou_thr == params.iouThrs)[0]]
+        area_index = [i for i, label in enumerate(params.areaRngLbl) if label == area]
+        det_index = [i for i, m in enumerate(params.maxDets) if m == max_det]
+        values = values[..., area_index, det_index]
+        valid = values[values > -1]
+        stats.append(float(np.mean(valid)) if valid.size else -1.0)
+        iou = (f'{params.iouThrs[0]:0.2f}:{params.iouThrs[-1]:0.2f}' if iou_thr is None
+               else f'{iou_thr:0.2f}')
+        lines.append(_SUMMARY_LINE.format('Average Precision' if is_ap else 'Average Recall',
+                                          '(AP)' if is_ap else '(AR)', iou, area, max_det,
+                                          stats[-1]))
+    return stats, lines
+
+
+def summarize(evaluator, backend: str = DEFAULT_BACKEND) -> tuple[list[float], list[str]]:
+    """pycocotools' 12 numbers and summary lines of an accumulated ``evaluator``: from its own
+    ``summarize()`` with ``backend='pycocotools'``, from :func:`pycocotools_summary` otherwise."""
+    if check_backend(backend) == 'pycocotools':
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            evaluator.summarize()
+        return [float(v) for v in evaluator.stats], output.getvalue().splitlines()
+    return pycocotools_summary(evaluator)
+
+
+def evaluate(coco, results: list[dict[str, Any]], iou_type: str,
+             backend: str = DEFAULT_BACKEND,
+             log: Log | None = None) -> tuple[dict[str, float], list[str]]:
+    """COCO evaluation of checked ``results`` against ``coco`` (a ``COCO`` of ``backend``) with
+    pycocotools' default parameters.
 
     Returns:
-        ``(metrics, lines)``: the 12 numbers by :data:`METRIC_NAMES`, and COCOeval's own
-        summary lines, one per number.
+        ``(metrics, lines)``: the 12 numbers by :data:`METRIC_NAMES`, and the summary lines of
+        pycocotools' ``COCOeval.summarize()``, one per number.
     """
-    if iou_type == 'segm':
-        # pycocotools' loadRes takes a result's area from its box whenever it has one, and mmdet
-        # writes boxes into its segm results too: the areas, and so the small/medium/large
-        # split, would be the boxes'. mmdet's CocoMetric and detectron2 drop the boxes as well.
-        results = [{k: v for k, v in r.items() if k != 'bbox'} for r in results]
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):  # pycocotools prints progress and the summary
-        detections = coco.loadRes(results)
-        evaluator = COCOeval(coco, detections, iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        summary_start = output.tell()
-        evaluator.summarize()
-    lines = output.getvalue()[summary_start:].strip().splitlines()
-    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
-    return metrics, lines
+    coco_class, _ = coco_api(backend)
+    if not isinstance(coco, coco_class):
+        raise TypeError(f'coco is a {type(coco).__module__}.{type(coco).__name__}; '
+                        f'backend={backend!r} needs its own COCO (load_annotations(ann_file, '
+                        'backend))')
+    with phase(log, f'{iou_type}: indexing {len(results)} results'):
+        detections = load_detections(coco, results, iou_type)
+    evaluator = run_cocoeval(coco, detections, iou_type, backend, log=log)
+    stats, lines = summarize(evaluator, backend)
+    return dict(zip(METRIC_NAMES, stats)), lines
 
 
-def evaluate_files(ann_file: str, result_files: dict[str, str]) -> dict[str, Any]:
+def evaluate_files(ann_file: str, result_files: dict[str, str],
+                   backend: str = DEFAULT_BACKEND,
+                   log: Log | None = None) -> dict[str, Any]:
     """Evaluate result files of one annotation file.
 
     Args:
         ann_file: the COCO annotation file (ground truth).
         result_files: results file by iou type (``'bbox'``, ``'segm'``).
+        backend: ``'faster_coco_eval'`` or ``'pycocotools'`` (the same numbers, see the module
+            docstring).
+        log: reports each phase (loading, indexing, evaluating) with its wall time.
 
     Returns:
-        ``{'ann_file': ..., IOU_TYPE: {'results_file': ..., 'num_results': ...,
+        ``{'ann_file': ..., 'backend': ..., IOU_TYPE: {'results_file': ..., 'num_results': ...,
         'metrics': {AP: ..., ...}, 'lines': [...]}}`` for each given iou type. Every file is
         checked before any evaluation starts.
     """
+    check_backend(backend)
     if not result_files:
         raise ValueError('no results file to evaluate: give a bbox and/or a segm results file')
     unknown = sorted(set(result_files) - set(IOU_TYPES))
     if unknown:
         raise ValueError(f'iou types {unknown} are not supported; use {IOU_TYPES}')
-    coco = load_annotations(ann_file)
-    loaded = {iou_type: load_results(path, coco, iou_type, ann_file)
-              for iou_type, path in result_files.items()}
-    summary: dict[str, Any] = dict(ann_file=ann_file)
-    for iou_type, results in loaded.items():
-        num_results = len(results)
-        metrics, lines = evaluate(coco, results, iou_type)
-        summary[iou_type] = dict(results_file=result_files[iou_type], num_results=num_results,
-                                 metrics=metrics, lines=lines)
+    with paused_gc():
+        with phase(log, f'loading annotations {ann_file}'):
+            coco = load_annotations(ann_file, backend)
+        loaded = {}
+        for iou_type, path in result_files.items():
+            with phase(log, f'{iou_type}: loading results {path}'):
+                loaded[iou_type] = load_results(path, coco, iou_type, ann_file)
+        summary: dict[str, Any] = dict(ann_file=ann_file, backend=backend)
+        for iou_type, results in loaded.items():
+            num_results = len(results)
+            metrics, lines = evaluate(coco, results, iou_type, backend, log)
+            summary[iou_type] = dict(results_file=result_files[iou_type],
+                                     num_results=num_results, metrics=metrics, lines=lines)
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as text: per iou type, COCOeval's 12 lines, each prefixed by its name."""
+    """The summary as text: per iou type, the 12 summary lines, each prefixed by its name."""
     out = []
     for iou_type in IOU_TYPES:
         if iou_type not in summary:
             continue
         part = summary[iou_type]
-        out.append(f"{iou_type}: {part['results_file']} ({part['num_results']} results)")
+        out.append(f"{iou_type}: {part['results_file']} ({part['num_results']} results, "
+                   f"{summary.get('backend', DEFAULT_BACKEND)})")
         for name, line in zip(METRIC_NAMES, part['lines']):
             out.append(f'  {name:<6}{line.strip()}')
     return '\n'.join(out)
@@ -174,6 +374,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def save_summary(summary: dict[str, Any], path: str) -> None:
     """Write the summary as JSON, atomically (all or nothing)."""
+    # Imported here: mmengine (which atomic_io extends) would add a third of a second to every
+    # start of tools/coco_eval.py, and only --out needs it.
+    from ..engine.atomic_io import atomic_write
     data = {key: value if not isinstance(value, dict)
             else {k: v for k, v in value.items() if k != 'lines'}
             for key, value in summary.items()}

@@ -1,51 +1,101 @@
-"""tools/benchmark.py runs on CPU at small sizes (a smoke test of the code, not a timing)."""
+"""tools/benchmark.py: the cpu suite runs the gpu suite's code at small sizes (a smoke test of the
+code, not a timing), and the table goes where the docs expect it."""
 import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from convnext_dense.benchmarks import speed as benchmark
+from convnext_dense.benchmarks import speed
 from tests.helpers import ROOT
-
-TINY = dict(backbone_train=(1, 64, 64), backbone_infer=(2, 32, 32), det_train=(1, 64, 96),
-            det_infer=(1, 64, 96), seg_train=(1, 64, 64), seg_infer=(1, 64, 128), instances=2)
 
 
 def test_measure_counts_iterations():
     calls = []
-    times, peak = benchmark.measure(lambda: calls.append(1), torch.device('cpu'), warmup=2,
-                                    iters=5)
+    times, peak = speed.measure(lambda: calls.append(1), torch.device('cpu'), warmup=2, iters=5)
     assert len(calls) == 7 and len(times) == 5 and peak is None
 
 
-def test_backbones_and_mask_rcnn_side_by_side():
-    results = benchmark.bench_backbones(torch.device('cpu'), TINY, torch.float32, warmup=0,
-                                        iters=1, compile_timm=False)
-    results += benchmark.bench_models(torch.device('cpu'), TINY, amp=False, warmup=0, iters=1,
-                                      which=('mask_rcnn', ))
-    benchmark.add_ratios(results)
-    contenders = {(r.case, r.contender) for r in results}
-    assert ('Mask R-CNN-T train step', 'upstream (mmpretrain.ConvNeXt)') in contenders
-    ours = [r for r in results if r.contender == 'ours']
-    assert len(ours) == 4 and all(r.ratios for r in ours)
-    assert '| Mask R-CNN-T inference | ours |' in benchmark.markdown_table(results)
+def test_ratios_are_to_the_first_contender_of_each_case():
+    timings = [speed.Timing('a', 'ours', [2.0]), speed.Timing('a', 'ref', [5.0]),
+               speed.Timing('b', 'x', [4.0]), speed.Timing('b', 'y', [2.0])]
+    speed.add_ratios(timings)
+    assert timings[0].ratios == {'ref': 2.5} and timings[2].ratios == {'y': 0.5}
+    assert timings[1].ratios == {} and timings[3].ratios == {}
 
 
-def test_tool_writes_json(tmp_path):
+def test_gpu_suite_refuses_a_cpu_device():
+    with pytest.raises(ValueError, match='--suite gpu needs a CUDA device'):
+        speed.run_suite('gpu', torch.device('cpu'))
+    with pytest.raises(ValueError,
+                       match="--suite tpu: unknown suite; use one of \\['cpu', 'gpu'\\]"):
+        speed.run_suite('tpu', torch.device('cpu'))
+
+
+def test_table_is_written_between_the_markers(tmp_path):
+    result = speed.SuiteResult('gpu', dict(device='H100', torch='2.14.1'),
+                               [speed.Timing('case', 'ours fast', [1.0, 2.0, 3.0], 0.5)],
+                               kernel_tops={'step, ours fast': [('gemm', 1.25, 3)]},
+                               skipped=['x: why'])
+    doc = tmp_path / 'performance.md'
+    doc.write_text(f'intro\n{speed.BEGIN.format("gpu")}\nold table\n{speed.END.format("gpu")}\n'
+                   'outro\n')
+    speed.write_into(doc, result)
+    text = doc.read_text()
+    assert text.startswith('intro\n') and text.endswith('outro\n') and 'old table' not in text
+    assert '| case | ours fast | 2.0 | 1.2-2.8 | 0.50 | - |' in text
+    assert '| `gemm` | 1.25 | 3 |' in text and 'Not run: x: why.' in text
+    assert 'device H100, torch 2.14.1' in text
+    doc.write_text('no markers\n')
+    with pytest.raises(ValueError, match='has no <!-- benchmark-suite:gpu:begin -->'):
+        speed.write_into(doc, result)
+
+
+def test_docs_have_the_gpu_section():
+    text = (ROOT / 'docs/performance.md').read_text()
+    assert speed.BEGIN.format('gpu') in text and speed.END.format('gpu') in text
+
+
+def run_cpu_suite(tmp_path, *models):
     out = tmp_path / 'bench.json'
-    subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--device', 'cpu',
-                    '--parts', 'backbone', '--iters', '1', '--warmup', '0', '--out', str(out)],
-                   check=True, capture_output=True, timeout=600)
-    data = json.loads(out.read_text())
-    assert {r['contender'] for r in data['results']} >= {'ours', 'timm eager', 'mmpretrain'}
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--suite', 'cpu',
+                           '--parts', 'backbone', 'models', 'ops', '--models', *models,
+                           '--out', str(out)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
 
 
-def test_ops_side_by_side():
-    sizes = dict(TINY, roi_feature=(1, 8, 16, 24), rois=4, nms_boxes=20)
-    results = benchmark.bench_ops(torch.device('cpu'), sizes, warmup=0, iters=1)
-    benchmark.add_ratios(results)
-    assert {(r.case, r.contender) for r in results} == {
-        ('RoIAlign fwd 4 RoIs', 'ours'), ('RoIAlign fwd 4 RoIs', 'torchvision'),
-        ('NMS 20 boxes', 'ours'), ('NMS 20 boxes', 'torchvision')}
-    assert all(set(r.ratios) == {'torchvision'} for r in results if r.contender == 'ours')
+def check_model_cases(data, labels):
+    pairs = [(r['case'], r['contender']) for r in data['results']]
+    for label in labels:
+        for step in ('train step', 'inference'):
+            # one block of rows per case, ours fast first (the ratios are to it)
+            assert [c for k, c in pairs if k == f'{label} {step}'] == [
+                speed.OURS_FAST, speed.OURS_PLAIN, speed.UPSTREAM]
+    first = [r for r in data['results'] if r['contender'] == speed.OURS_FAST]
+    assert len(first) == 2 * len(labels)
+    assert all(set(r['ratios']) == {speed.OURS_PLAIN, speed.UPSTREAM} for r in first)
+
+
+def test_cpu_suite_runs_the_gpu_suites_code(tmp_path):
+    """Every part and contender of the gpu suite, at the cpu suite's sizes, through the tool
+    (one detector; the other models run the same code: test_cpu_suite_runs_every_model)."""
+    stdout, data = run_cpu_suite(tmp_path, 'mask_rcnn')
+    pairs = [(r['case'], r['contender']) for r in data['results']]
+    shape = '1x3x64x96 bf16'
+    for case in (f'backbone ConvNeXt-T fwd+bwd {shape}', f'backbone ConvNeXt-T forward {shape}'):
+        assert [c for k, c in pairs if k == case] == [
+            'ours compiled', 'ours eager', 'timm eager', 'timm compiled']
+    check_model_cases(data, ['Mask R-CNN-T'])
+    assert ('RoIAlign fwd 512 RoIs', 'torchvision') in pairs
+    assert all(r['median_ms'] > 0 for r in data['results'])
+    assert data['skipped'] == ['ours fused kernels: Triton kernels need a CUDA device with '
+                               'Triton'] and data['environment']['torch'] == torch.__version__
+    assert '| Mask R-CNN-T train step | ours fast |' in stdout
+
+
+@pytest.mark.slow
+def test_cpu_suite_runs_every_model(tmp_path):
+    _, data = run_cpu_suite(tmp_path, 'mask_rcnn', 'cascade', 'upernet')
+    check_model_cases(data, ['Mask R-CNN-T', 'Cascade Mask R-CNN-T', 'UperNet-T'])

@@ -1,20 +1,24 @@
-"""tools/coco_eval.py gives pycocotools' own numbers for saved result files, and bad input is
-an error that names the file."""
+"""tools/coco_eval.py gives pycocotools' own numbers for saved result files with either backend,
+starts without torch or mmdet, reports its phases, and bad input is an error that names the
+file."""
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from convnext_dense.datasets import make_toy_data
-from convnext_dense.evaluation import METRIC_NAMES, evaluate_files
+from convnext_dense.evaluation import BACKENDS, METRIC_NAMES, evaluate_files
 from tests.helpers import ROOT
+from tests.numerics import assert_close_to_reference
 
 
 def noisy_results(coco: COCO, seed: int = 0) -> tuple[list, list]:
@@ -76,34 +80,90 @@ def reference_stats(ann: Path, results: Path, iou_type: str) -> list[float]:
     return [float(v) for v in evaluator.stats]
 
 
+def assert_same_numbers(actual: list[float], expected: list[float], backend: str) -> None:
+    """pycocotools' own numbers: identical from its own COCOeval; from faster-coco-eval within
+    eps x the values each number averages (10 IoUs x 101 recall points x 5 categories), as its
+    precisions differ from pycocotools' by at most eps (tests/evaluation/test_backends.py)."""
+    if backend == 'pycocotools':
+        assert actual == expected
+    else:
+        assert_close_to_reference(torch.tensor(actual, dtype=torch.float64),
+                                  torch.tensor(expected, dtype=torch.float64), 10 * 101 * 5,
+                                  dtype=torch.float64, name='12 numbers')
+
+
 def run_tool(*args, cwd=None):
     return subprocess.run([sys.executable, ROOT / 'tools/coco_eval.py', *map(str, args)],
                           capture_output=True, text=True, cwd=cwd)
 
 
-def test_tool_matches_cocoeval(files, tmp_path):
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_tool_matches_cocoeval(files, tmp_path, backend):
     out = tmp_path / 'summary' / 'coco.json'
     result = run_tool('--ann', files['ann'], '--bbox', files['bbox'], '--segm', files['segm'],
-                      '--out', out)
+                      '--out', out, '--backend', backend)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
+    assert summary['backend'] == backend
     for iou_type in ('bbox', 'segm'):
         expected = reference_stats(files['ann'], files[iou_type], iou_type)
         assert 0.1 < expected[0] < 0.95  # noisy: neither trivial nor perfect
         metrics = summary[iou_type]['metrics']
         assert list(metrics) == list(METRIC_NAMES)
-        assert [metrics[name] for name in METRIC_NAMES] == expected
+        assert_same_numbers([metrics[name] for name in METRIC_NAMES], expected, backend)
         # printed: each of the 12 numbers with its name, in COCOeval's format
         section = result.stdout.split(f'{iou_type}: ')[1].splitlines()[1:13]
         for name, line, value in zip(METRIC_NAMES, section, expected):
             assert line.split()[0] == name and line.endswith(f'= {value:0.3f}')
     assert summary['bbox']['num_results'] == len(json.loads(files['bbox'].read_text()))
     assert not [p for p in out.parent.iterdir() if p != out]  # no partial file left
+    # progress on stderr: each phase when it starts and its time when it ends
+    phases = [f'loading annotations {files["ann"]}', f'bbox: loading results {files["bbox"]}',
+              'segm: indexing', 'segm: matching']
+    for phase in phases:
+        assert re.search(re.escape(phase) + r'.* \.\.\.$', result.stderr, re.M), result.stderr
+        assert re.search(re.escape(phase) + r'.*: \d+\.\d\d s$', result.stderr, re.M)
 
 
-def test_segm_areas_are_the_masks_even_with_boxes(files, tmp_path):
-    """mmdet writes a box into each segm result; pycocotools would then take the area from the
-    box. The tool evaluates masks by their own areas, as mmdet's CocoMetric does."""
+# The tool's code path run in a fresh interpreter, as `python tools/coco_eval.py` runs it.
+FRESH_RUN = """
+import runpy, sys
+sys.argv = [{tool!r}] + {args!r}
+runpy.run_path({tool!r}, run_name='__main__')
+heavy = sorted(name for name in ('torch', 'mmdet', 'mmcv', 'mmseg', 'convnext_dense.models')
+               if name in sys.modules)
+print('HEAVY', heavy, file=sys.stderr)
+"""
+
+
+def test_tool_starts_without_torch_or_mmdet(files, tmp_path):
+    """Evaluating files needs no model code: the tool imports neither torch nor mmdet, even
+    when it writes --out (python -X importtime tools/coco_eval.py ... shows what it imports)."""
+    args = ['--ann', str(files['ann']), '--bbox', str(files['bbox']), '--segm',
+            str(files['segm']), '--out', str(tmp_path / 'out.json')]
+    for backend in BACKENDS:
+        code = FRESH_RUN.format(tool=str(ROOT / 'tools/coco_eval.py'),
+                                args=args + ['--backend', backend])
+        result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert 'HEAVY []' in result.stderr, result.stderr[-1000:]
+        assert 'AP75' in result.stdout
+
+
+def test_quiet_and_bad_backend(files):
+    result = run_tool('--ann', files['ann'], '--bbox', files['bbox'], '--quiet')
+    assert result.returncode == 0 and result.stderr == ''
+    result = run_tool('--ann', files['ann'], '--bbox', files['bbox'], '--backend', 'cocoapi')
+    assert result.returncode == 2 and "invalid choice: 'cocoapi'" in result.stderr
+    with pytest.raises(ValueError, match=r"backend='cocoapi': use one of"):
+        evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])), backend='cocoapi')
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_segm_areas_are_the_masks_even_with_boxes(files, tmp_path, backend):
+    """mmdet writes a box into each segm result; pycocotools (and faster-coco-eval) would then
+    take the area from the box. The tool evaluates masks by their own areas, as mmdet's
+    CocoMetric does."""
     segm = json.loads(files['segm'].read_text())
     for result in segm:  # boxes much larger than the masks: other area ranges
         result['bbox'] = [0.0, 0.0, 95.0, 95.0]
@@ -111,15 +171,17 @@ def test_segm_areas_are_the_masks_even_with_boxes(files, tmp_path):
     with_boxes.write_text(json.dumps(segm))
     expected = reference_stats(files['ann'], files['segm'], 'segm')  # no boxes
     assert reference_stats(files['ann'], with_boxes, 'segm') != expected  # the pitfall is real
-    metrics = evaluate_files(str(files['ann']), dict(segm=str(with_boxes)))['segm']['metrics']
-    assert [metrics[name] for name in METRIC_NAMES] == expected
+    summary = evaluate_files(str(files['ann']), dict(segm=str(with_boxes)), backend)
+    metrics = summary['segm']['metrics']
+    assert_same_numbers([metrics[name] for name in METRIC_NAMES], expected, backend)
 
 
-def test_bbox_only(files):
-    summary = evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])))
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_bbox_only(files, backend):
+    summary = evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])), backend)
     assert 'segm' not in summary
     expected = reference_stats(files['ann'], files['bbox'], 'bbox')
-    assert list(summary['bbox']['metrics'].values()) == expected
+    assert_same_numbers(list(summary['bbox']['metrics'].values()), expected, backend)
 
 
 def write(path: Path, obj) -> str:

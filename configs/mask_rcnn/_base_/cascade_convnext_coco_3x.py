@@ -43,8 +43,12 @@ model = dict(
             type='Pretrained',
             checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_tiny_1k_224.pth')),
     neck=dict(in_channels=[96, 192, 384, 768]),
-    roi_head=dict(bbox_head=[
-        _bbox_head([0.1, 0.1, 0.2, 0.2]),
-        _bbox_head([0.05, 0.05, 0.1, 0.1]),
-        _bbox_head([0.033, 0.033, 0.067, 0.067]),
-    ]))
+    roi_head=dict(
+        bbox_head=[
+            _bbox_head([0.1, 0.1, 0.2, 0.2]),
+            _bbox_head([0.05, 0.05, 0.1, 0.1]),
+            _bbox_head([0.033, 0.033, 0.067, 0.067]),
+        ],
+        # mmdet's FCNMaskHead with its training targets built on the device, without host
+        # round trips (convnext_dense/models/mask_head.py); one config for the three stages
+        mask_head=dict(type='DeviceTargetFCNMaskHead')))

@@ -66,3 +66,8 @@ optim_wrapper = dict(
 
 # 8 GPUs x 2 images; set enable=True to scale the lr linearly to another total batch size.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# COCO AP by faster-coco-eval's C++ matching, pycocotools' 12 numbers (convnext_dense/evaluation/
+# metric.py); backend='pycocotools' runs pycocotools' own COCOeval.
+val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval')
+test_evaluator = val_evaluator

@@ -18,4 +18,7 @@ model = dict(
         init_cfg=dict(
             type='Pretrained',
             checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_tiny_1k_224.pth')),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=[96, 192, 384, 768]),
+    # mmdet's FCNMaskHead with its training targets built on the device, without host round trips
+    # (convnext_dense/models/mask_head.py); the same targets
+    roi_head=dict(mask_head=dict(type='DeviceTargetFCNMaskHead')))

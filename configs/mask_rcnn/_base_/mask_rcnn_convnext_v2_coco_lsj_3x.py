@@ -20,6 +20,9 @@ model = dict(
             checkpoint='https://dl.fbaipublicfiles.com/convnext/convnextv2/pt_only/'
             'convnextv2_base_1k_224_fcmae.pt')),
     neck=dict(in_channels=[128, 256, 512, 1024]),
+    # mmdet's FCNMaskHead with its training targets built on the device, without host round trips
+    # (convnext_dense/models/mask_head.py); the same targets
+    roi_head=dict(mask_head=dict(type='DeviceTargetFCNMaskHead')),
     # "single-scale testing with soft-NMS" (the paper): the box head's per-class NMS becomes
     # soft-NMS (mmcv's linear score decay, IoU 0.5); the RPN keeps hard NMS (mmdet).
     test_cfg=dict(rcnn=dict(nms=dict(type='soft_nms', iou_threshold=0.5))))

@@ -1,0 +1,1 @@
+"""Exporting the models to other frameworks, and importing them back."""

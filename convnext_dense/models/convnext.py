@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
@@ -25,6 +26,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from torch import nn
 
+from ..ops import dwconv7x7_layernorm, grn
 from .layers import GRN, LayerNorm2d
 
 NUM_STAGES = 4
@@ -52,7 +54,14 @@ DECAY_TYPES = ('layer_wise', 'stage_wise')
 
 
 class Block(nn.Module):
-    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4x -> GELU [-> GRN] -> Linear.
+    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4x -> GELU [-> GRN] -> Linear
+    -> layer scale ``gamma`` -> drop path -> + input.
+
+    The tail is computed as one matmul: the layer scale is folded into the second Linear's
+    weight and bias, and the residual is added by the matmul when the input's memory lets it
+    (see :meth:`forward`). The parameters are the official ones (``pwconv2.weight``,
+    ``pwconv2.bias``, ``gamma``); the folded weights are recomputed from them at every call, so
+    each gets its own gradient and checkpoints load unchanged.
 
     Args:
         dim: Number of input and output channels.
@@ -62,6 +71,9 @@ class Block(nn.Module):
         use_grn: Insert Global Response Normalization after the GELU (V2).
         mlp_ratio: Hidden width of the MLP as a multiple of ``dim``.
         norm_eps: Epsilon of the LayerNorm.
+        fused_kernels: Run the depthwise conv + LayerNorm, and GRN, as the fused custom ops of
+            :mod:`convnext_dense.ops` (Triton kernels on CUDA, their PyTorch reference
+            elsewhere); same parameters, same function.
     """
 
     def __init__(self,
@@ -70,8 +82,10 @@ class Block(nn.Module):
                  layer_scale_init_value: float = 1e-6,
                  use_grn: bool = False,
                  mlp_ratio: int = 4,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = 1e-6,
+                 fused_kernels: bool = False) -> None:
         super().__init__()
+        self.fused_kernels = fused_kernels
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.pwconv1 = nn.Linear(dim, mlp_ratio * dim)
@@ -82,20 +96,59 @@ class Block(nn.Module):
             self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
         else:
             self.gamma = None
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        # mmcv's DropPath draws the per-sample keep mask; forward applies it to the branch
+        # inside the residual add.
+        self.drop_path = DropPath(drop_path)
+
+    def scaled_pwconv2(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gamma[:, None] * pwconv2.weight, gamma * pwconv2.bias)``: the layer scale folded
+        into the second Linear, ``gamma * (W h + b) = (gamma W) h + gamma b``, which saves a
+        pass over the block's output. Without layer scale, the Linear's own parameters."""
+        weight, bias = self.pwconv2.weight, self.pwconv2.bias
+        if self.gamma is None:
+            return weight, bias
+        return self.gamma[:, None] * weight, self.gamma * bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.dwconv(x).permute(0, 2, 3, 1)  # NCHW -> NHWC: the MLP runs on the last dim
-        x = self.act(self.pwconv1(self.norm(x)))
+        if self.fused_kernels:
+            # One pass: the conv's output goes to the LayerNorm in registers, written once, NHWC.
+            hidden = dwconv7x7_layernorm(x, self.dwconv.weight, self.dwconv.bias,
+                                         self.norm.weight, self.norm.bias, self.norm.eps)
+        else:
+            # NCHW -> NHWC: the LayerNorm and the MLP run on the last dim
+            hidden = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        hidden = self.act(self.pwconv1(hidden))
         if self.grn is not None:
-            x = self.grn(x)
-        x = self.pwconv2(x)
-        if self.gamma is not None:
-            # Under bf16/fp16 autocast an fp32 parameter would promote the product (and the
-            # residual sum after it) to fp32; the cast keeps the block in the autocast dtype.
-            x = x * self.gamma.to(x.dtype)
-        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+            hidden = grn(hidden, self.grn.gamma, self.grn.beta, self.grn.eps) \
+                if self.fused_kernels else self.grn(hidden)
+        # Under bf16/fp16 autocast the fp32 parameters (and an fp32 input) would otherwise
+        # promote the tail to fp32; the block computes in the type promotion of its input and
+        # hidden activations, the autocast dtype inside the backbone.
+        dtype = torch.promote_types(x.dtype, hidden.dtype)
+        weight, bias = (p.to(dtype) for p in self.scaled_pwconv2())
+        hidden = hidden.to(dtype)
+
+        if self.training and self.drop_path.drop_prob > 0.:
+            # The branch is scaled per sample (0 or 1/keep_prob, mmcv's DropPath applied to
+            # ones: the same random draw as DropPath on the branch) within the residual add, so
+            # a dropped sample's output is its input exactly.
+            branch = F.linear(hidden, weight, bias).permute(0, 3, 1, 2)
+            scale = self.drop_path(branch.new_ones((branch.shape[0], 1, 1, 1)))
+            return torch.addcmul(x.to(dtype), branch, scale)
+
+        shortcut = x.to(dtype).permute(0, 2, 3, 1)
+        if shortcut.is_contiguous():
+            # channels_last input (inside the backbone always: LayerNorm2d returns channels_last
+            # memory): its NHWC view is free, so the residual, with the bias, is the matmul's
+            # input, added to the product before its one rounding, and the block stays NHWC.
+            # Out of place: FLOP counters (mmengine's FlopAnalyzer) count addmm, not addmm_.
+            channels = shortcut.shape[-1]
+            out = torch.addmm((shortcut + bias).reshape(-1, channels),
+                              hidden.reshape(-1, hidden.shape[-1]), weight.t())
+            return out.view(shortcut.shape).permute(0, 3, 1, 2)
+        # NCHW input: the NHWC shortcut would be a transposing copy and the result a second one
+        # back to NCHW; the residual add instead does the transposition, in one pass.
+        return x.to(dtype) + F.linear(hidden, weight, bias).permute(0, 3, 1, 2)
 
 
 class Stage(nn.Sequential):
@@ -214,6 +267,10 @@ class ConvNeXt(BaseModule):
         use_grn: Global Response Normalization in each block. Default: False for V1, True
             for V2.
         with_cp: Activation checkpointing per block: saves memory for L/XL at 1333x800.
+        fused_kernels: Each block's depthwise conv + LayerNorm, and GRN, as one fused op each
+            (:mod:`convnext_dense.ops`: Triton kernels on CUDA with Triton, the PyTorch
+            reference elsewhere). Off by default: not yet measured faster than cuDNN +
+            ``torch.compile`` on a GPU (docs/performance.md).
         pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)``,
             which mmseg's ``EncoderDecoder(pretrained=...)`` passes on.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH_OR_URL,
@@ -251,6 +308,7 @@ class ConvNeXt(BaseModule):
                  layer_scale_init_value: float | None = None,
                  use_grn: bool | None = None,
                  with_cp: bool = False,
+                 fused_kernels: bool = False,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None,
                  stem_patch_size: int | None = None,
@@ -307,6 +365,9 @@ class ConvNeXt(BaseModule):
         self.layer_scale_init_value = layer_scale_init_value
         self.use_grn = use_grn
         self.with_cp = with_cp
+        if not isinstance(fused_kernels, bool):
+            raise TypeError(f'fused_kernels must be True or False, got {fused_kernels!r}')
+        self.fused_kernels = fused_kernels
 
         dims = self.dims
         patch = self.stem_patch_size
@@ -328,7 +389,7 @@ class ConvNeXt(BaseModule):
                 Stage([
                     Block(dim, drop_path=block_rates[first + j],
                           layer_scale_init_value=layer_scale_init_value, use_grn=use_grn,
-                          norm_eps=self.norm_eps)
+                          norm_eps=self.norm_eps, fused_kernels=fused_kernels)
                     for j in range(depth)
                 ], with_cp=with_cp))
             first += depth

@@ -11,6 +11,7 @@ Multi-GPU / multi-node: ``tools/dist_train.sh CONFIG GPUS [args]``; Slurm:
 import argparse
 
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
+from convnext_dense.engine.fast_path import add_fast_path_arguments
 from convnext_dense.engine.run_config import DictAction, make_runner, prepare_train_cfg
 
 
@@ -32,15 +33,7 @@ def parse_args():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. train_cfg.max_iters=100; a key that '
                         'is not in the config is an error')
-    # default None: a flag left out keeps the config's fast_path value
-    parser.add_argument('--bf16', action='store_true', default=None,
-                        help='bfloat16 autocast without loss scaling (fp32 RoIAlign and NMS)')
-    parser.add_argument('--channels-last', action='store_true', default=None,
-                        help='channels-last weights and activations (cuDNN kernels for the '
-                        '7x7 depthwise convolutions under bf16/fp16)')
-    parser.add_argument('--compile', action='store_true', default=None,
-                        help='torch.compile for fixed shapes: the backbone on size-bucketed '
-                        'batches (detection), the encoder-decoder path (segmentation)')
+    add_fast_path_arguments(parser)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,

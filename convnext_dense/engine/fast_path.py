@@ -59,8 +59,8 @@ FUSED_OPTIMIZERS = ('AdamW', 'Adam', 'SGD')
 COMPILED_PREFIX = '_orig_mod.'
 
 __all__ = ['BF16OptimWrapper', 'COMPILE_DEFAULTS', 'FastPathHook', 'SWITCHES',
-           'apply_fast_path', 'configure_fast_path', 'normalize_fast_path',
-           'plain_state_dict']
+           'add_fast_path_arguments', 'apply_fast_path', 'configure_fast_path',
+           'normalize_fast_path', 'plain_state_dict', 'replace_types']
 
 
 # -- the switches -----------------------------------------------------------------------------
@@ -100,17 +100,21 @@ def _model_cfg(cfg: Config) -> dict:
     return model.module if 'module' in model else model  # a TTA model wraps the model
 
 
-def _replace_types(node, old: tuple[str, ...], new: str) -> int:
+def replace_types(node, old: str | tuple[str, ...], new: str) -> int:
+    """Replace ``type=old`` (one name or any of several) by ``type=new`` everywhere in a config
+    tree; returns the count."""
+    if isinstance(old, str):
+        old = (old, )
     count = 0
     if isinstance(node, dict):
         if node.get('type') in old:
             node['type'] = new
             count += 1
         for value in node.values():
-            count += _replace_types(value, old, new)
+            count += replace_types(value, old, new)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            count += _replace_types(value, old, new)
+            count += replace_types(value, old, new)
     return count
 
 
@@ -125,7 +129,7 @@ def _use_bf16(cfg: Config) -> None:
         for key in ('loss_scale', 'dtype'):
             wrapper.pop(key, None)
     # mmcv's RoIAlign has no bf16 kernel; mmdet's extractor under its registry names.
-    replaced = _replace_types(cfg.model, ('SingleRoIExtractor', 'mmdet.SingleRoIExtractor'),
+    replaced = replace_types(cfg.model, ('SingleRoIExtractor', 'mmdet.SingleRoIExtractor'),
                               'FP32SingleRoIExtractor')
     allow_bf16_nms()
     print_log('fast_path.bf16: bf16 autocast (training: BF16OptimWrapper, no loss scaling)'
@@ -174,6 +178,19 @@ def _use_buckets(cfg: Config, options: dict) -> None:
     print_log('fast_path.compile: batches padded to '
               + (f'the size buckets {buckets}' if buckets else 'the COCO size buckets')
               + ' (BucketDetDataPreprocessor)', logger='current')
+
+
+def add_fast_path_arguments(parser) -> None:
+    """The switches' flags of ``tools/train.py`` and ``tools/test.py`` (default None: a flag left
+    out keeps the config's ``fast_path`` value)."""
+    parser.add_argument('--bf16', action='store_true', default=None,
+                        help='bfloat16 autocast without loss scaling (fp32 RoIAlign and NMS)')
+    parser.add_argument('--channels-last', action='store_true', default=None,
+                        help='channels-last weights and activations (cuDNN kernels for the '
+                        '7x7 depthwise convolutions under bf16/fp16)')
+    parser.add_argument('--compile', action='store_true', default=None,
+                        help='torch.compile for fixed shapes: the backbone on size-bucketed '
+                        'batches (detection), the encoder-decoder path (segmentation)')
 
 
 def configure_fast_path(cfg: Config,

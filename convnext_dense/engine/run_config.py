@@ -31,7 +31,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
 from .data_checks import check_datasets
-from .fast_path import configure_fast_path
+from .fast_path import configure_fast_path, replace_types
 
 
 def _mmdet_show_dir(cfg: Config, show_dir: str) -> None:
@@ -198,28 +198,13 @@ def load_config(config: str, cfg_options: dict | None = None) -> Config:
     return cfg
 
 
-def _replace_types(node: Any, old: str, new: str) -> int:
-    """Replace ``type=old`` by ``type=new`` everywhere in a config tree; returns the count."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == old:
-            node['type'] = new
-            count += 1
-        for value in node.values():
-            count += _replace_types(value, old, new)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_types(value, old, new)
-    return count
-
-
 def adapt_to_cpu(cfg: Config) -> None:
     """Without CUDA: SyncBN -> BN and fp16 AMP -> fp32, each said once in the log; bf16 AMP
     runs on the CPU as :class:`.fast_path.BF16OptimWrapper` (mmengine's ``AmpOptimWrapper``
     refuses to be built without a GPU)."""
     if torch.cuda.is_available():
         return
-    replaced = _replace_types(cfg._cfg_dict, 'SyncBN', 'BN')
+    replaced = replace_types(cfg._cfg_dict, 'SyncBN', 'BN')
     if replaced:
         print_log(f'no CUDA device: replaced {replaced} SyncBN layers with BN (SyncBN needs '
                   'CUDA)', logger='current')

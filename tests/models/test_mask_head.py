@@ -200,6 +200,10 @@ def sampling_results(boxes, gt_inds, masks, num_classes: int, seed: int = 0):
 def build_heads(num_classes: int = 3):
     from mmdet.models.roi_heads.mask_heads import FCNMaskHead
     from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    # mmdet's default scope: a test before may have left mmseg's, whose registry has no
+    # FCNMaskHead
+    register_all_modules()
     kwargs = dict(num_convs=1, in_channels=8, conv_out_channels=8, num_classes=num_classes)
     torch.manual_seed(0)
     ours = MODELS.build(dict(type='DeviceTargetFCNMaskHead', **kwargs))

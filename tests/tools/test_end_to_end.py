@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -305,7 +306,11 @@ def test_distributed_matches_single_process(workspace):
               'train_dataloader.batch_size=4', 'default_hooks.checkpoint.max_keep_ckpts=5'],
              cwd=workspace)
     dist = workspace / 'dist'
-    env = dict(os.environ, PORT='29517', PYTHON=PYTHON, OMP_NUM_THREADS='1')
+    # a port free now: a fixed one clashes with another test run on the machine
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PORT=str(port), PYTHON=PYTHON, OMP_NUM_THREADS='1')
     result = subprocess.run(['bash', ROOT / 'tools/dist_train.sh', config, '2',
                              '--work-dir', dist, *short_run(steps, steps),
                              'train_dataloader.batch_size=2'],

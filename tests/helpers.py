@@ -4,6 +4,8 @@ mmseg's own base configs with ``backbone=dict(type='ConvNeXt', ...)`` plugged in
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +14,24 @@ from mmengine.hub import get_config
 from convnext_dense.models import ARCH_SETTINGS, ConvNeXt
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(args, cwd, check=True, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """Run ``python *args`` in ``cwd`` as a user would; with ``check``, a non-zero exit is an
+    assertion error showing the ends of its output."""
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, args))} failed:\n{result.stdout[-3000:]}\n'
+                             f'{result.stderr[-3000:]}')
+    return result
+
+
+def make_toy_workspace(root: Path, num_train: int = 16, num_val: int = 4) -> Path:
+    """``root`` with data/ made by tools/make_toy_data.py, the cwd of the tools' runs."""
+    run_tool([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', str(num_train),
+              '--num-val', str(num_val)], cwd=root)
+    return root
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:

@@ -54,7 +54,6 @@ class Timing:
     contender: str
     times_ms: list[float]
     peak_mem_gib: float | None = None
-    note: str = ''
     ratios: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -10,8 +10,6 @@ candidates. The ``slow`` tests train the toy configs first (``tools/train.py``, 
 iterations of Mask R-CNN and Cascade Mask R-CNN, 8 of UperNet) and export at a static shape.
 """
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -29,7 +27,7 @@ from convnext_dense.deployment.onnx_export import (
     onnx_summary,
     run_onnx,
 )
-from tests.helpers import ROOT, perturb_
+from tests.helpers import ROOT, make_toy_workspace, perturb_, run_tool
 from tests.numerics import assert_close_to_reference, reduction_depth, tolerance
 
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
@@ -40,21 +38,10 @@ SECOND_SIZE = (100, 150)
 DET_PERTURBATION = 0.01  # H, W: padded to 128 x 160 inside the detection graph
 
 
-def run_tool(args, cwd, timeout=900):
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, \
-        f'{" ".join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return result
-
-
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """data/ made by tools/make_toy_data.py (4 validation images per task)."""
-    root = tmp_path_factory.mktemp('onnx')
-    run_tool([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', '16',
-              '--num-val', '4'], cwd=root)
-    return root
+    return make_toy_workspace(tmp_path_factory.mktemp('onnx'))
 
 
 def cascade_config(folder: Path) -> str:
@@ -250,7 +237,7 @@ def test_mask_rcnn_dynamic_through_the_tool(workspace):
     checkpoint, model = perturbed_checkpoint(DET_CONFIG, workspace, scale=DET_PERTURBATION)
     onnx_file = workspace / 'mask_rcnn_dynamic.onnx'
     result = run_tool([ROOT / 'tools/deployment/export_onnx.py', DET_CONFIG, checkpoint,
-                       onnx_file, '--dynamic'], cwd=workspace)
+                       onnx_file, '--dynamic'], cwd=workspace, timeout=900)
     assert f'wrote {onnx_file}' in result.stdout
     summary = onnx_summary(onnx_file)
     assert summary['inputs'] == {'image': [1, 3, 'height', 'width']}

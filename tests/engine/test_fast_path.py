@@ -4,9 +4,6 @@ config rewrites, eager fallbacks logged, plain checkpoint keys, and the flags th
 tools/train.py."""
 import copy
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,10 +21,9 @@ from convnext_dense.engine.fast_path import (
     plain_state_dict,
 )
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import perturb_
+from tests.helpers import ROOT, make_toy_workspace, perturb_, run_tool
 from tests.numerics import assert_close_to_reference, reduction_depth, rounding_depth
 
-ROOT = Path(__file__).resolve().parents[2]
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 COCO_RECIPE = str(ROOT / 'configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py')
@@ -381,19 +377,14 @@ def test_resumed_optimizer_state_takes_the_parameter_layout():
 def test_train_tool_flags(tmp_path):
     """tools/train.py --bf16 --channels-last --compile on the toy COCO data: trains, validates
     (bf16 predictions through CocoMetric), and saves a checkpoint with the plain keys."""
-    def run(args):
-        result = subprocess.run([sys.executable, *map(str, args)], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n' \
-            f'{result.stderr[-3000:]}'
-        return result.stdout + result.stderr
-    run([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', '8', '--num-val', '2'])
-    log = run([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', 'run', '--bf16',
-               '--channels-last', '--compile', '--cfg-options', 'train_cfg.max_iters=2',
-               'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
-               'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-               'val_dataloader.num_workers=0', 'fast_path.compile.backend=aot_eager',
-               'fast_path.compile.bucket_sizes=[(160,160)]'])
+    make_toy_workspace(tmp_path, num_train=8, num_val=2)
+    result = run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', 'run', '--bf16',
+                       '--channels-last', '--compile', '--cfg-options', 'train_cfg.max_iters=2',
+                       'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+                       'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+                       'val_dataloader.num_workers=0', 'fast_path.compile.backend=aot_eager',
+                       'fast_path.compile.bucket_sizes=[(160,160)]'], cwd=tmp_path)
+    log = result.stdout + result.stderr
     assert 'fast_path.bf16: bf16 autocast (training: BF16OptimWrapper' in log
     assert 'fast_path: fused AdamW kernel' in log
     assert 'size buckets [(160, 160)]' in log

@@ -20,29 +20,17 @@ from mmengine.config import Config
 import convnext_dense  # noqa: F401  (checkpoints load with weights_only=True)
 from convnext_dense.apis import read_image
 from convnext_dense.visualization import MIN_PANEL_HEIGHT, compose, upscale
+from tests.helpers import ROOT, make_toy_workspace, run_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 PYTHON = sys.executable
 
 
-def run_tool(args, cwd, check=True, timeout=600, env=None):
-    result = subprocess.run([PYTHON, *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f'{" ".join(map(str, args))} failed:\n{result.stdout[-3000:]}\n'
-                             f'{result.stderr[-3000:]}')
-    return result
-
-
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """A folder holding data/ made by tools/make_toy_data.py, the cwd of every run."""
-    root = tmp_path_factory.mktemp('toy')
-    run_tool([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', '16',
-              '--num-val', '4'], cwd=root)
-    return root
+    return make_toy_workspace(tmp_path_factory.mktemp('toy'))
 
 
 def short_run(iters, interval):

@@ -1,8 +1,9 @@
 """Shared test helpers: the repository root, models built the way users build them (mmdet's and
 mmseg's own base configs with ``backbone=dict(type='ConvNeXt', ...)`` plugged in through
-``custom_imports``), and weights moved off their init."""
+``custom_imports``), weights moved off their init, and a guard that fails on host syncs."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 from mmengine.hub import get_config
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from convnext_dense.models import ARCH_SETTINGS, ConvNeXt
 
@@ -91,3 +93,36 @@ def build_upernet(arch: str = 'tiny', **backbone):
     model_cfg.auxiliary_head.norm_cfg = norm_cfg
     model_cfg.data_preprocessor.size = (64, 64)
     return MODELS.build(model_cfg)
+
+
+# aten ops that make the host wait for a CUDA device: a value read back, or an output whose size
+# depends on the data
+SYNCING_OPS = {'_local_scalar_dense', 'nonzero', 'masked_select', '_unique', '_unique2',
+               'unique_dim', 'unique_consecutive', 'bincount', 'equal', 'is_nonzero'}
+
+
+class HostSyncGuard(TorchDispatchMode):
+    """Fails on any aten op that waits for the device, boolean-mask indexing included."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in SYNCING_OPS or (name == 'repeat_interleave' and 'output_size' not in
+                                   (kwargs or {})):
+            raise AssertionError(f'host sync: aten.{name}')
+        if name == 'index' and any(i is not None and i.dtype in (torch.bool, torch.uint8)
+                                   for i in args[1]):
+            raise AssertionError('host sync: boolean-mask indexing')
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def no_host_round_trip(monkeypatch):
+    """On a CPU-only machine: no op that would sync a device, and no tensor read back through
+    ``.cpu()``, ``.numpy()``, ``.item()`` or ``.tolist()`` (pytest's ``monkeypatch``)."""
+    with monkeypatch.context() as patch:
+        for method in ('cpu', 'numpy', 'item', 'tolist'):
+            def refuse(self, *args, _method=method, **kwargs):
+                raise AssertionError(f'host round trip: Tensor.{_method}()')
+            patch.setattr(torch.Tensor, method, refuse)
+        with HostSyncGuard():
+            yield

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command environment for convnext_dense: creates a venv at the repository root and installs
-# one of the two supported OpenMMLab stacks, mmcv with its compiled ops included.
+# one of the two supported OpenMMLab stacks, mmcv with its compiled ops included (CPU kernels, and
+# CUDA kernels on a GPU machine with a matching nvcc).
 #
 #   bash tools/setup_env.sh               (`make setup`: the upstream stack in .venv/)
 #   STACK=onedl bash tools/setup_env.sh   (`make setup STACK=onedl`: the OneDL forks, .venv-onedl/)
@@ -17,6 +18,14 @@
 #   VENV                    venv folder (default: <repo>/.venv, or <repo>/.venv-onedl for onedl)
 #   CONVNEXT_DENSE_CACHE    wheel cache (default: ~/.cache/convnext_dense)
 #   MAX_JOBS                parallel compile jobs for mmcv (default: number of cores)
+#   MMCV_CUDA_OPS           auto (default): mmcv's CUDA kernels when torch sees a GPU and the nvcc
+#                           found has torch's CUDA major, else CPU ops only (RoIAlign/nms then run
+#                           on the GPU through torchvision, roi_ops='auto'); 1: CUDA kernels or an
+#                           error before compiling; 0: CPU ops only. FORCE_CUDA=1 means 1.
+#   TORCH_CUDA_ARCH_LIST    compute capabilities to compile CUDA kernels for ('9.0', '8.0;9.0');
+#                           default: those of the visible GPUs; required with no GPU visible
+#   CUDA_HOME               toolkit to build with (default: the one the first nvcc on PATH runs
+#                           from, wrapper scripts followed)
 #
 # Why each step is the way it is:
 # - One venv per stack: both stacks install the import names mmengine/mmcv/mmdet/mmseg, so in
@@ -38,8 +47,16 @@
 #   once into a precompiled header: the mmcv 2.1.0 build took 9 min 56 s without it and 3 min
 #   19 s with it on a 2-core Xeon, same flags (-O3), same op results and speed
 #   (tests/test_mmcv_ops.py); onedl-mmcv 2.3.6 builds with it in 3 min 8 s. A CUDA build
-#   (FORCE_CUDA=1, on a machine with a GPU) compiles its .cu files with nvcc, untouched by the
-#   wrapper, MAX_JOBS (default: all cores) at a time.
+#   (FORCE_CUDA=1, on a machine with a GPU) compiles its .cpp files the same way and its 58 .cu
+#   files with nvcc (which preprocesses them itself, untouched by the wrapper), MAX_JOBS (default:
+#   all cores) at a time: 40-50 min of CPU time for one GPU architecture (sm_90).
+# - The CUDA decisions are made before anything compiles, by tools/setup/cuda_env.py: torch takes
+#   CUDA_HOME from where it finds nvcc, wrong for a wrapper script outside the toolkit; a toolkit
+#   without the cuBLAS/cuSPARSE/cuSOLVER headers (torch's CUDA headers include them) gets them
+#   from torch's own nvidia-* wheels through CPATH; an nvcc of another CUDA major than torch's, or
+#   an empty arch list, is refused with both ways out (the matching toolkit, or CPU ops). The ops
+#   target (cpu / cuda<archs>) is part of the stamp, of the wheel cache key and of the checks of
+#   the installed mmcv, so a venv first set up without CUDA ops is rebuilt where they are wanted.
 # - setuptools>=77,<81: mmcv's setup.py and mmengine 0.10.7's `mmdet::`/`mmseg::` config
 #   inheritance import pkg_resources, which setuptools 81 removed; torch asks for >=77.
 set -euo pipefail
@@ -64,19 +81,38 @@ fi
 log() { printf '[setup %s %s] %s\n' "$STACK" "$(date +%H:%M:%S)" "$*"; }
 start=$(date +%s)
 
+# Sets ops_target (cpu / cuda<archs>), ops_note and the array ops_build_env (the environment of
+# the mmcv build) from the torch of the interpreter $1; returns 3 while that has no torch, and
+# stops the setup when a CUDA build is wanted that cannot succeed.
+ops_target= ops_note=
+ops_build_env=()
+decide_ops() {
+  local decision rc=0
+  decision=$("$1" "$ROOT/tools/setup/cuda_env.py" plan) || rc=$?
+  case $rc in
+    0) eval "$decision" ;;
+    3) return 3 ;;
+    *) exit 1 ;;
+  esac
+}
+
 # The stamp covers everything that decides what gets installed, and where the editable install
 # points.
 stamp_inputs() {
-  echo "$STACK $ROOT"
-  cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" "$ROOT/pyproject.toml"
+  echo "$STACK $ROOT ops=$ops_target"
+  cat "$ROOT/tools/setup_env.sh" "$ROOT/tools/setup/cuda_env.py" "$ROOT/setup.cfg" \
+    "$ROOT/pyproject.toml"
   "$PYTHON" -c 'import sys; print(sys.version)'
 }
-stamp_now=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp_file=$VENV/.convnext_dense-setup
+# Which ops target the installed mmcv was built for: a CPU build answers the CUDA checks, but a
+# CUDA build for other GPUs is only told apart by this record.
+mmcv_ops_file=$VENV/.convnext_dense-mmcv-ops
 
 check_imports() {
-  STACK=$STACK "$VENV/bin/python" - <<'PYEOF'
+  STACK=$STACK ROOT=$ROOT OPS_TARGET=$ops_target "$VENV/bin/python" - <<'PYEOF'
 import os
+import sys
 
 import torch, torchvision, mmengine, mmcv, mmdet, mmseg, pycocotools  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401  (fails when mmcv was built without its ops)
@@ -87,10 +123,20 @@ from convnext_dense.engine.compat import installed_stack
 stack = installed_stack()
 if stack != os.environ['STACK']:
     raise SystemExit(f'this venv holds the {stack} stack, not STACK={os.environ["STACK"]}')
+sys.path.insert(0, os.path.join(os.environ['ROOT'], 'tools', 'setup'))
+from cuda_env import SetupError, check_mmcv_ops  # noqa: E402
+try:
+    check_mmcv_ops(os.environ['OPS_TARGET'])
+except SetupError as error:
+    raise SystemExit(f'setup_env.sh: {error}') from None
 PYEOF
 }
 
-if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_now" ] && check_imports 2>/dev/null; then
+if [ -x "$VENV/bin/python" ]; then
+  decide_ops "$VENV/bin/python" || true
+fi
+stamp_now=$(stamp_inputs | sha256sum | cut -d' ' -f1)
+if [ -n "$ops_target" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_now" ] && check_imports 2>/dev/null; then
   log "environment up to date in $VENV ($(( $(date +%s) - start )) s)"
   exit 0
 fi
@@ -137,32 +183,41 @@ if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
 fi
 
 # 2. mmcv with ops, from the cache or built once.
+if [ -z "$ops_target" ]; then
+  decide_ops "$PY" || { echo "setup_env.sh: torch does not import with $PY" >&2; exit 1; }
+fi
+if [ -n "$ops_note" ]; then
+  log "$ops_note"
+fi
 torch_version=$("$PY" -c 'import torch; print(torch.__version__)')
 py_tag=$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
-if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null \
-    || [ "${FORCE_CUDA:-0}" = 1 ]; then
-  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-    TORCH_CUDA_ARCH_LIST=$("$PY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')
-  fi
-  export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST
-  ops_target="cuda${TORCH_CUDA_ARCH_LIST//;/-}"
-else
-  ops_target=cpu
-fi
 wheel_dir=$CACHE/wheels/$MMCV_DIST-$MMCV_VERSION+torch$torch_version+$py_tag+$ops_target
 wheel_name=${MMCV_DIST//-/_}-$MMCV_VERSION-*.whl
-# An mmcv of the pinned version already installed in this venv whose ops load against its torch
-# needs no wheel (a venv kept from an earlier setup whose wheel cache was emptied).
+# An mmcv of the pinned version already installed in this venv whose ops load against its torch,
+# with CUDA kernels for these GPUs where the target asks for them, needs no wheel (a venv kept
+# from an earlier setup whose wheel cache was emptied). A CUDA build also has the CPU kernels.
 mmcv_installed() {
-  "$PY" - "$MMCV_DIST" "$MMCV_VERSION" <<'PYEOF' 2>/dev/null
-import importlib.metadata as m, sys
+  if [[ $ops_target == cuda* ]] \
+      && [ "$(cat "$mmcv_ops_file" 2>/dev/null)" != "$MMCV_DIST $MMCV_VERSION $ops_target" ]; then
+    return 1
+  fi
+  ROOT=$ROOT "$PY" - "$MMCV_DIST" "$MMCV_VERSION" "$ops_target" <<'PYEOF' 2>/dev/null
+import importlib.metadata as m, os, sys
 if m.version(sys.argv[1]) != sys.argv[2]:
     sys.exit(1)
 from mmcv.ops import RoIAlign, nms  # noqa: F401  (compiled against this venv's torch)
+sys.path.insert(0, os.path.join(os.environ['ROOT'], 'tools', 'setup'))
+from cuda_env import check_mmcv_ops
+check_mmcv_ops(sys.argv[3])
 PYEOF
 }
 if ! mmcv_installed && ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
-  log "building $MMCV_DIST $MMCV_VERSION with ops ($ops_target) against torch $torch_version: about 3-4 min on 2 cores (precompiled torch headers), once per machine"
+  if [ "$ops_target" = cpu ]; then
+    took="about 3-4 min on 2 cores (precompiled torch headers)"
+  else
+    took="about 20 min on 2 idle cores for one GPU architecture (58 CUDA sources)"
+  fi
+  log "building $MMCV_DIST $MMCV_VERSION with ops ($ops_target) against torch $torch_version: $took, once per machine"
   # ninja lets torch's extension builder compile MAX_JOBS files at once (serial without it).
   pip_install ninja
   build=$(mktemp -d)
@@ -180,7 +235,7 @@ if ! mmcv_installed && ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
   # wrapper compiles them once into a precompiled header (tools/setup/pch_cxx.sh).
   # MMCV_WITH_OPS=1 is what mmcv 2.1.0 needs to build its ops; onedl-mmcv always builds them.
   real_cxx=${CXX:-c++}
-  (cd "$build/src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+  (cd "$build/src" && env "${ops_build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
      PCH_REAL_CXX="$real_cxx" PCH_DIR="$build/pch" CXX="$ROOT/tools/setup/pch_cxx.sh" \
      "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
      -w "$build/dist" .)
@@ -190,7 +245,10 @@ if ! mmcv_installed && ! ls "$wheel_dir"/$wheel_name >/dev/null 2>&1; then
   log "cached $MMCV_DIST wheel in $wheel_dir"
 fi
 if ! mmcv_installed; then
+  # pip keeps an installed mmcv of the same version (one with other ops) over the wheel.
+  "$PY" -m pip uninstall --disable-pip-version-check -y -q "$MMCV_DIST" 2>/dev/null || true
   pip_install "$wheel_dir"/$wheel_name
+  echo "$MMCV_DIST $MMCV_VERSION $ops_target" > "$mmcv_ops_file"
 fi
 
 # 3. The project (editable) with the rest of the stack's pins and the test tools.
@@ -198,5 +256,5 @@ log "installing convnext_dense and the pinned $STACK OpenMMLab stack"
 pip_install --no-build-isolation -e "$ROOT[$STACK,export,tests,tests-$STACK]"
 
 check_imports
-echo "$stamp_now" > "$stamp_file"
+stamp_inputs | sha256sum | cut -d' ' -f1 > "$stamp_file"
 log "done in $(( $(date +%s) - start )) s: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")')"

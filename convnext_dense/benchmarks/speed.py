@@ -107,6 +107,8 @@ class Suite:
             ADE20K-sized image for sliding-window inference.
         compile_backend: ``torch.compile`` backend of the compiled contenders.
         profile: Record the CUDA kernel top-10 (CUDA only).
+        det_buckets: The padding buckets of "ours fast" detectors (``--compile``); None: the
+            COCO recipe's (:data:`~convnext_dense.models.data_preprocessor.COCO_MS_BUCKETS`).
         roi_feature / rois / nms_boxes: the ops part (:func:`bench_ops`).
     """
     name: str
@@ -123,6 +125,7 @@ class Suite:
     roi_feature: tuple[int, int, int, int] = (2, 256, 200, 336)
     rois: int = 512
     nms_boxes: int = 5000
+    det_buckets: tuple[tuple[int, int], ...] | None = None
 
 
 SUITES = {
@@ -131,7 +134,8 @@ SUITES = {
                  instances=12, warmup=5, iters=20, compile_backend='inductor', profile=True),
     'cpu': Suite('cpu', backbone=(1, 64, 96), det_train=(1, 96, 128), det_infer=(1, 96, 128),
                  seg_train=(2, 64, 64), seg_infer=(1, 64, 128), instances=2, warmup=1, iters=1,
-                 compile_backend='aot_eager', profile=False),
+                 # the COCO buckets would pad the 96x128 batches to 704x960
+                 compile_backend='aot_eager', profile=False, det_buckets=((96, 128), )),
 }
 
 
@@ -233,7 +237,9 @@ def bench_backbone(device: torch.device, suite: Suite, skipped: list[str]) -> li
 
 
 # -- full models ------------------------------------------------------------------------------
-def _load(config: str):
+def load_model_config(config: str):
+    """A config by repository-relative path (a project config, checked as the tools check it)
+    or by ``mmdet::`` / ``mmseg::`` name (mmdet's and mmseg's own configs)."""
     from ..engine.run_config import load_config
     if config.startswith(('mmdet::', 'mmseg::')):
         from mmengine.hub import get_config
@@ -241,30 +247,40 @@ def _load(config: str):
     return load_config(str(ROOT / config))
 
 
-def build_contender(config: str, contender: str, device: torch.device, suite: Suite):
-    """(model, optim wrapper) of one contender."""
+def build_model(cfg, device: torch.device | str = 'cpu') -> torch.nn.Module:
+    """``cfg.model`` built as the tools build it (in the config's default scope), without its
+    pretrained weights (``init_cfg``, ``pretrained``: the benchmarks and the installation
+    check run offline) and, off CUDA, with SyncBN replaced by BN, on ``device``."""
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
-
-    from ..engine.fast_path import apply_fast_path, configure_fast_path
-    cfg = _load(config)
     init_default_scope(cfg.default_scope)
-    if contender == UPSTREAM:
-        import_mmpretrain()
-    if contender == OURS_FAST:
-        configure_fast_path(cfg, bf16=True, channels_last=True,
-                            compile=dict(backend=suite.compile_backend))
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.init_cfg = None
     model_cfg.pop('pretrained', None)
-    if 'size' in model_cfg.data_preprocessor:
-        # UperNet pads every image to its training crop: the suite's crop.
-        model_cfg.data_preprocessor.size = suite.seg_train[1:]
     model = MODELS.build(model_cfg)
+    device = torch.device(device)
     if device.type != 'cuda':
         model = revert_sync_batchnorm(model)  # SyncBN needs CUDA
-    model = model.to(device)
+    return model.to(device)
+
+
+def build_contender(config: str, contender: str, device: torch.device, suite: Suite):
+    """(model, optim wrapper) of one contender."""
+    from mmengine.optim import build_optim_wrapper
+
+    from ..engine.fast_path import apply_fast_path, configure_fast_path
+    cfg = load_model_config(config)
+    if contender == UPSTREAM:
+        import_mmpretrain()
+    if contender == OURS_FAST:
+        compile_options = dict(backend=suite.compile_backend)
+        if suite.det_buckets is not None:
+            compile_options['bucket_sizes'] = suite.det_buckets
+        configure_fast_path(cfg, bf16=True, channels_last=True, compile=compile_options)
+    if 'size' in cfg.model.data_preprocessor:
+        # UperNet pads every image to its training crop: the suite's crop.
+        cfg.model.data_preprocessor.size = suite.seg_train[1:]
+    model = build_model(cfg, device)
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     if device.type != 'cuda' and wrapper_cfg.get('type') == 'AmpOptimWrapper':
         wrapper_cfg.type = 'OptimWrapper'  # fp16 AMP needs CUDA
@@ -435,12 +451,16 @@ def to_markdown(result: SuiteResult) -> str:
 BEGIN, END = '<!-- benchmark-suite:{}:begin -->', '<!-- benchmark-suite:{}:end -->'
 
 
+def write_section(doc: Path, begin: str, end: str, text: str) -> None:
+    """Replace what ``doc`` holds between the marker lines ``begin`` and ``end`` by ``text``."""
+    content = doc.read_text()
+    if begin not in content or end not in content:
+        raise ValueError(f'{doc} has no {begin} ... {end} section to write the table into')
+    head, rest = content.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    doc.write_text(f'{head}{begin}\n{text}\n{end}{tail}')
+
+
 def write_into(doc: Path, result: SuiteResult) -> None:
     """Replace the suite's section of ``doc`` (between its markers) by the new table."""
-    begin, end = BEGIN.format(result.suite), END.format(result.suite)
-    text = doc.read_text()
-    if begin not in text or end not in text:
-        raise ValueError(f'{doc} has no {begin} ... {end} section to write the table into')
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    doc.write_text(f'{head}{begin}\n{to_markdown(result)}\n{end}{tail}')
+    write_section(doc, BEGIN.format(result.suite), END.format(result.suite), to_markdown(result))

@@ -173,30 +173,13 @@ def import_mmpretrain() -> ModuleType | None:
     return mmpretrain.models
 
 
-class _FP32NmsOps:
-    """Proxy of mmcv's compiled ops module whose ``nms`` runs on fp32 boxes and scores."""
-
-    def __init__(self, ops) -> None:
-        self._ops = ops
-
-    def nms(self, bboxes, scores, **kwargs):
-        return self._ops.nms(bboxes.float(), scores.float(), **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._ops, name)
-
-
 def allow_bf16_nms() -> None:
     """Let mmcv's NMS take bf16 boxes (as they come out of an RPN under bf16 autocast).
 
     mmcv 2.1.0's NMS kernels have no bfloat16 version ("expected scalar type Float but found
-    BFloat16"); NMS returns indices, so computing it on fp32 copies changes nothing else. Only
-    ``nms`` of the ``mmcv.ops.nms`` module is wrapped; fp32/fp16 inputs behave as before (fp16
-    is cast to fp32 too, which the kernels then compare in fp32).
+    BFloat16"); NMS returns indices, so computing it on fp32 copies changes nothing else. The
+    router of :mod:`convnext_dense.ops.roi_ops` does so on either kernel (``roi_ops``: mmcv's or
+    torchvision's NMS), and runs RoIAlign in fp32 where a kernel lacks the dtype.
     """
-    try:  # `mmcv.ops.nms` the attribute is the function; the module is in sys.modules
-        nms_module = importlib.import_module('mmcv.ops.nms')
-    except ImportError:  # mmcv without compiled ops
-        return
-    if not isinstance(nms_module.ext_module, _FP32NmsOps):
-        nms_module.ext_module = _FP32NmsOps(nms_module.ext_module)
+    from ..ops.roi_ops import route_mmcv_ops
+    route_mmcv_ops()

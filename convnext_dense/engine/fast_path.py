@@ -13,7 +13,9 @@ launches rather than by arithmetic (measured on an H100), which is what each swi
   PyTorch hands a 7x7 depthwise convolution in NCHW to a generic native kernel and only a
   channels-last one to cuDNN. mmcv's compiled ops read NCHW memory without checking the
   strides (RoIAlign on channels-last features returns wrong features, no error), so every
-  mmcv op module gets contiguous inputs.
+  mmcv op module gets contiguous inputs. A distributed run converts the model before DDP
+  wraps it (:class:`ChannelsLastDistributedDataParallel`), so that DDP's gradient buckets
+  take the channels-last layout.
 * ``compile``: ``torch.compile(dynamic=False)`` of the tensor-only part of the model:
   detection, the backbone; segmentation (UperNet's fixed crops), ``extract_feat`` and the decode
   heads' ``forward``. Automatic dynamic shapes crash inductor on ConvNeXt (torch 2.14), and
@@ -42,9 +44,9 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.model import BaseTTAModel, MMDistributedDataParallel, is_model_wrapper
 from mmengine.optim import OptimWrapper
-from mmengine.registry import HOOKS, OPTIM_WRAPPERS
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 from mmengine.structures import BaseDataElement
 from torch import nn
 
@@ -58,7 +60,8 @@ FUSED_OPTIMIZERS = ('AdamW', 'Adam', 'SGD')
 # prefix; checkpoints keep the plain model's names.
 COMPILED_PREFIX = '_orig_mod.'
 
-__all__ = ['BF16OptimWrapper', 'COMPILE_DEFAULTS', 'FastPathHook', 'SWITCHES',
+__all__ = ['BF16OptimWrapper', 'COMPILE_DEFAULTS', 'ChannelsLastDistributedDataParallel',
+           'FastPathHook', 'SWITCHES',
            'add_fast_path_arguments', 'apply_fast_path', 'configure_fast_path',
            'normalize_fast_path', 'plain_state_dict', 'replace_types']
 
@@ -119,6 +122,11 @@ def replace_types(node, old: str | tuple[str, ...], new: str) -> int:
 
 
 def _use_bf16(cfg: Config) -> None:
+    """bf16 training (``BF16OptimWrapper``) and RoI extraction in fp32, on either ``roi_ops``
+    route: neither mmcv's nor torchvision's RoIAlign has a bf16 kernel (torchvision's autocast
+    rule runs it in fp32 too), and mmdet's ``SingleRoIExtractor`` would cast the RoIs to the
+    features' dtype (bf16 rounds a coordinate near 1000 px to a multiple of 4). NMS runs on fp32
+    copies (:mod:`convnext_dense.ops.roi_ops`)."""
     wrapper = cfg.get('optim_wrapper')
     if isinstance(wrapper, dict):
         kind = wrapper.get('type', 'OptimWrapper')
@@ -128,7 +136,7 @@ def _use_bf16(cfg: Config) -> None:
         wrapper['type'] = 'BF16OptimWrapper'
         for key in ('loss_scale', 'dtype'):
             wrapper.pop(key, None)
-    # mmcv's RoIAlign has no bf16 kernel; mmdet's extractor under its registry names.
+    # mmdet's extractor under its registry names
     replaced = replace_types(cfg.model, ('SingleRoIExtractor', 'mmdet.SingleRoIExtractor'),
                               'FP32SingleRoIExtractor')
     allow_bf16_nms()
@@ -172,8 +180,11 @@ def _use_buckets(cfg: Config, options: dict) -> None:
                   'its own way; every new batch shape compiles the backbone again',
                   logger='current', level=logging.WARNING)
         return
-    if options['bucket_sizes'] is not None:
-        preprocessor['bucket_sizes'] = [tuple(size) for size in options['bucket_sizes']]
+    sizes = options['bucket_sizes']
+    if sizes is None:  # a recipe's own sizes (the LSJ configs' 1024x1024 crops)
+        sizes = cfg.get('compile_bucket_sizes')
+    if sizes is not None:
+        preprocessor['bucket_sizes'] = [tuple(size) for size in sizes]
     buckets = preprocessor.get('bucket_sizes')
     print_log('fast_path.compile: batches padded to '
               + (f'the size buckets {buckets}' if buckets else 'the COCO size buckets')
@@ -215,6 +226,8 @@ def configure_fast_path(cfg: Config,
         return
     if fast_path['bf16']:
         _use_bf16(cfg)
+    if fast_path['channels_last']:
+        _use_channels_last_wrapper(cfg)
     _use_fused_optimizer(cfg)
     if fast_path['compile'] and 'decode_head' not in _model_cfg(cfg):
         _use_buckets(cfg, fast_path['compile'])
@@ -303,7 +316,17 @@ def _is_mmcv_op(module: nn.Module) -> bool:
 
 
 def _use_channels_last(model: nn.Module) -> None:
+    """Channels-last weights and inputs, mmcv ops' inputs contiguous; once per model (the DDP
+    wrapper converts the model before the hook reaches it)."""
+    if getattr(model, '_channels_last', False):
+        return
     model.to(memory_format=torch.channels_last)
+    for param in model.parameters():
+        if param.dim() == 4 and param.shape[:3] == (1, 1, 1):
+            # Per-channel vectors of NHWC code (GRN's gamma and beta): restrided, they differ
+            # from their gradients (contiguous) in the strides of size-1 dims only, which DDP
+            # still reports as a layout mismatch.
+            param.data = param.data.clone(memory_format=torch.contiguous_format)
     entry = getattr(model, 'backbone', None) or model
     entry.register_forward_pre_hook(_inputs_channels_last)
     for module in model.modules():
@@ -311,6 +334,43 @@ def _use_channels_last(model: nn.Module) -> None:
             # mmcv's kernels index NCHW memory (RoIAlign silently misreads channels-last).
             module.to(memory_format=torch.contiguous_format)
             module.register_forward_pre_hook(_contiguous_inputs)
+    model._channels_last = True
+
+
+@MODEL_WRAPPERS.register_module()
+class ChannelsLastDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's ``MMDistributedDataParallel`` of the model converted to channels-last first
+    (``fast_path.channels_last``; same arguments).
+
+    DDP lays out each parameter's slot in its gradient buckets with the parameter's strides
+    when it is built. mmengine builds it in the Runner's constructor, long before a hook could
+    convert the model; converted afterwards, every step's channels-last gradients no longer
+    match their NCHW bucket views ("Grad strides do not match bucket view strides") and are
+    copied into them, and the averaged gradients come back with NCHW strides.
+    """
+
+    def __init__(self, module: nn.Module, **kwargs) -> None:
+        _use_channels_last(_unwrap(module))
+        super().__init__(module=module, **kwargs)
+
+
+def _use_channels_last_wrapper(cfg: Config) -> None:
+    """``model_wrapper_cfg`` for :class:`ChannelsLastDistributedDataParallel` (used by a
+    distributed run only)."""
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        # the arguments mmengine's Runner.wrap_model passes without a model_wrapper_cfg
+        cfg.model_wrapper_cfg = dict(
+            type='ChannelsLastDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        return
+    kind = wrapper.get('type', 'MMDistributedDataParallel')
+    if kind in ('MMDistributedDataParallel', 'ChannelsLastDistributedDataParallel'):
+        wrapper['type'] = 'ChannelsLastDistributedDataParallel'
+    else:
+        print_log(f'fast_path.channels_last: model_wrapper_cfg.type={kind!r} wraps the model '
+                  'before it is converted to channels-last; a DDP wrapper then copies every '
+                  'gradient into its NCHW buckets', logger='current', level=logging.WARNING)
 
 
 def match_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

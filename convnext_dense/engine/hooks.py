@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -28,13 +29,22 @@ from .compat import replay_skipped_batches
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Checkpoint and restore the torch, numpy and python RNG states of this process.
+    """Checkpoint and restore the torch, CUDA, numpy and python RNG states of this process.
 
-    The states are restored at the first training iteration after a resume, not when the
-    checkpoint is loaded: between the two, the Runner builds the dataloader iterator and
-    initialises weights, which draw from the same generators in the uninterrupted run too but
-    at a different point. Data-pipeline randomness lives in the dataloader workers, which
-    mmengine seeds per worker and which replay the skipped batches on resume.
+    The states are restored where the uninterrupted run saved them, relative to the data
+    loader's iterator, whose creation draws a seed from torch's generator: an iteration-based
+    loop made it before training started, so they are restored at the first iteration after
+    the resume (after the resumed loop has made its own and replayed the skipped batches); an
+    epoch-based loop makes one per epoch after ``before_train_epoch``, where they are restored.
+    Not when the checkpoint is loaded: the Runner then still initialises weights, which draws
+    from the same generators, in the uninterrupted run before training. Data-pipeline
+    randomness lives in the dataloader workers, which mmengine seeds per worker and which
+    replay the skipped batches on resume.
+
+    The states are stored as bytes, not tensors: mmengine resumes with ``map_location`` set to
+    the current GPU, which would bring tensors back as CUDA tensors, and ``torch.set_rng_state``
+    takes CPU bytes only. A run resumed with fewer GPUs visible than the checkpoint has CUDA
+    states for restores those it has devices for, and says so.
     """
 
     priority = 'VERY_LOW'
@@ -43,11 +53,12 @@ class RNGStateHook(Hook):
         self._pending: dict | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         checkpoint['rng_state'] = dict(
-            torch=torch.get_rng_state(),
-            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            numpy=_numpy_state_to_tensors(np.random.get_state()),
-            python=_python_state_to_tensors(random.getstate()))
+            torch=_to_bytes(torch.get_rng_state()),
+            cuda=[_to_bytes(state) for state in cuda],
+            numpy=_numpy_state_to_bytes(np.random.get_state()),
+            python=_python_state_to_bytes(random.getstate()))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending = checkpoint.get('rng_state')
@@ -55,38 +66,70 @@ class RNGStateHook(Hook):
     def before_train(self, runner) -> None:
         replay_skipped_batches(runner.train_loop)  # onedl-mmengine skips without loading
 
+    def before_train_epoch(self, runner) -> None:
+        if getattr(runner.train_loop, 'dataloader_iterator', None) is None:  # epoch-based
+            self._restore()
+
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        torch.set_rng_state(state['torch'])
-        if state['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
-        np.random.set_state(_numpy_state_from_tensors(state['numpy']))
-        random.setstate(_python_state_from_tensors(state['python']))
+        torch.set_rng_state(_byte_tensor(state['torch']))
+        _restore_cuda_states(state['cuda'])
+        np.random.set_state(_numpy_state_from_bytes(state['numpy']))
+        random.setstate(_python_state_from_bytes(state['python']))
 
 
-# RNG states are stored as tensors and ints so that checkpoints stay loadable with
-# torch.load(weights_only=True).
-def _numpy_state_to_tensors(state: tuple) -> dict:
+def _restore_cuda_states(states: list) -> None:
+    devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for device, state in enumerate(states[:devices]):
+        torch.cuda.set_rng_state(_byte_tensor(state), device)
+    if states and len(states) != devices:
+        print_log(f'RNGStateHook: the checkpoint holds the CUDA RNG states of {len(states)} '
+                  f'devices and this process sees {devices}: restored '
+                  f'{min(len(states), devices)}; random draws on the others differ from the '
+                  'uninterrupted run', logger='current', level=logging.WARNING)
+
+
+# Stored as bytes, ints and strings: loadable with torch.load(weights_only=True) and untouched by
+# map_location. Checkpoints of earlier versions hold tensors, read back from any device.
+def _to_bytes(state: torch.Tensor) -> bytes:
+    return state.cpu().numpy().tobytes()
+
+
+def _array(state, dtype: str) -> np.ndarray:
+    if isinstance(state, torch.Tensor):
+        return state.cpu().numpy().astype(dtype)
+    return np.frombuffer(state, dtype=dtype).copy()
+
+
+def _byte_tensor(state) -> torch.Tensor:
+    return torch.from_numpy(_array(state, 'u1'))
+
+
+def _numpy_state_to_bytes(state: tuple) -> dict:
     name, keys, pos, has_gauss, cached = state
-    return dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+    return dict(name=name, keys=keys.astype('<u4').tobytes(), pos=int(pos),
                 has_gauss=int(has_gauss), cached=float(cached))
 
 
-def _numpy_state_from_tensors(state: dict) -> tuple:
-    return (state['name'], state['keys'].numpy().astype(np.uint32), state['pos'],
+def _numpy_state_from_bytes(state: dict) -> tuple:
+    return (state['name'], _array(state['keys'], '<u4').astype(np.uint32), state['pos'],
             state['has_gauss'], state['cached'])
 
 
-def _python_state_to_tensors(state: tuple) -> dict:
+def _python_state_to_bytes(state: tuple) -> dict:
     version, internal, gauss = state
-    return dict(version=version, internal=torch.tensor(internal, dtype=torch.int64),
+    # 624 Mersenne Twister words and the position in them: all below 2**32
+    return dict(version=version, internal=np.asarray(internal, dtype='<u4').tobytes(),
                 gauss=gauss)
 
 
-def _python_state_from_tensors(state: dict) -> tuple:
-    return (state['version'], tuple(int(v) for v in state['internal'].tolist()),
+def _python_state_from_bytes(state: dict) -> tuple:
+    return (state['version'], tuple(int(v) for v in _array(state['internal'], '<u4')),
             state['gauss'])
 
 

@@ -15,6 +15,8 @@ mmseg's own tools, whose arguments and conventions these follow. On top of them:
 * ``--bf16``, ``--channels-last`` and ``--compile`` (or the config's ``fast_path``) turn on the
   fast path of :mod:`.fast_path`.
 * Every run checkpoints the RNG states (bitwise resume) and writes checkpoints atomically.
+* Every run stops at the first non-finite loss or gradient, saves a resumable checkpoint on
+  SIGTERM, and stops when a checkpoint cannot be written (:mod:`.fail_safe`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
+from ..ops.roi_ops import check_roi_ops, set_roi_ops
 from .data_checks import check_datasets
 from .fast_path import configure_fast_path, replace_types
 
@@ -191,6 +194,7 @@ def load_config(config: str, cfg_options: dict | None = None) -> Config:
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    check_roi_ops(cfg.get('roi_ops', 'auto'))  # RoIAlign/NMS kernels: convnext_dense.ops.roi_ops
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'{config}: default_scope={scope!r}; this tool runs mmdet and mmseg '
@@ -248,7 +252,9 @@ def _setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+    # the wrapper --channels-last sets (fast_path.ChannelsLastDistributedDataParallel) stays
+    wrapper = (cfg.get('model_wrapper_cfg') or {}).get('type', 'MMDistributedDataParallel')
+    cfg.model_wrapper_cfg = dict(type=wrapper, device_ids=None,
                                  broadcast_buffers=False,
                                  find_unused_parameters=cfg.get('find_unused_parameters',
                                                                 False))
@@ -319,6 +325,8 @@ def prepare_train_cfg(config: str,
         cfg.visualizer.vis_backends = backends
     configure_fast_path(cfg, bf16=bf16, channels_last=channels_last, compile=compile)
     _add_hook(cfg, 'RNGStateHook')
+    for hook in ('NonFiniteCheckHook', 'StopSignalHook', 'CheckpointWriteCheckHook'):
+        _add_hook(cfg, hook)  # .fail_safe: kept as the config sets them, added where it does not
     _add_hook(cfg, 'EvalProgressBarHook')
     loaders = ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else \
         ('train_dataloader', )
@@ -382,10 +390,12 @@ def prepare_test_cfg(config: str,
 
 
 def make_runner(cfg: Config):
-    """Build the Runner of the config's scope (``RUNNERS`` from mmdet or mmseg)."""
+    """Build the Runner of the config's scope (``RUNNERS`` from mmdet or mmseg), with RoIAlign
+    and NMS on the kernels of the config's ``roi_ops`` (:mod:`convnext_dense.ops.roi_ops`)."""
     from mmengine.registry import RUNNERS, init_default_scope
     from mmengine.runner import Runner
     init_default_scope(cfg.default_scope)
+    set_roi_ops(cfg.get('roi_ops', 'auto'))
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

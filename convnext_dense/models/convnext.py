@@ -32,7 +32,8 @@ from .layers import GRN, LayerNorm2d
 NUM_STAGES = 4
 
 # depths and dims of every published size. Any size can be built as V1 or V2 (timm publishes
-# V1 atto..nano too); `version` defaults to the paper that published the size.
+# V1 atto..nano too); `version` defaults to the paper that published the size. `norm_eps`: the
+# LayerNorm epsilon of a size whose published weights were trained with another than 1e-6.
 ARCH_SETTINGS = {
     'atto': dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320]),
     'femto': dict(depths=[2, 2, 6, 2], dims=[48, 96, 192, 384]),
@@ -43,7 +44,9 @@ ARCH_SETTINGS = {
     'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
     'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
     'xlarge': dict(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048]),
-    'xxlarge': dict(depths=[3, 4, 30, 3], dims=[384, 768, 1536, 3072]),
+    # open_clip's CLIP ConvNeXt-XXLarge, the only weights of this size (timm's convnext_xxlarge
+    # builds it with norm_eps=1e-5; open_clip's model_configs/convnext_xxlarge.json keeps that)
+    'xxlarge': dict(depths=[3, 4, 30, 3], dims=[384, 768, 1536, 3072], norm_eps=1e-5),
     'huge': dict(depths=[3, 3, 27, 3], dims=[352, 704, 1408, 2816]),
 }
 # The sizes each paper published (Liu et al. 2022 + timm's xxlarge; Woo et al. 2023).
@@ -57,11 +60,12 @@ class Block(nn.Module):
     """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4x -> GELU [-> GRN] -> Linear
     -> layer scale ``gamma`` -> drop path -> + input.
 
-    The tail is computed as one matmul: the layer scale is folded into the second Linear's
-    weight and bias, and the residual is added by the matmul when the input's memory lets it
-    (see :meth:`forward`). The parameters are the official ones (``pwconv2.weight``,
-    ``pwconv2.bias``, ``gamma``); the folded weights are recomputed from them at every call, so
-    each gets its own gradient and checkpoints load unchanged.
+    In fp32 and bf16 the tail is computed as one matmul: the layer scale is folded into the
+    second Linear's weight and bias, and the residual is added by the matmul when the input's
+    memory lets it (see :meth:`forward`). In fp16 (autocast or a half model) it is computed as
+    the papers' code computes it (:meth:`fp16_tail`). The parameters are the official ones
+    (``pwconv2.weight``, ``pwconv2.bias``, ``gamma``); the folded weights are recomputed from
+    them at every call, so each gets its own gradient and checkpoints load unchanged.
 
     Args:
         dim: Number of input and output channels.
@@ -109,6 +113,27 @@ class Block(nn.Module):
             return weight, bias
         return self.gamma[:, None] * weight, self.gamma * bias
 
+    def fp16_tail(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """``x + drop_path(gamma * pwconv2(hidden))`` with the second Linear in fp16, the layer
+        scale and the residual add in the type promotion of ``x`` and ``gamma`` (fp32 under
+        autocast), as in the papers' code.
+
+        Folding does not suit fp16: ``gamma * W`` falls below fp16's normal range (6.1e-5) for
+        a layer scale of 1e-6 (its init) to 1e-3 (trained), where fp16 keeps few or no bits of
+        it, and the residual stream, rounded to fp16 in every block, would lose the branch's
+        small updates (fp32 keeps them). bf16 has fp32's exponent range and folds."""
+        branch = self.pwconv2(hidden).permute(0, 3, 1, 2)
+        scale = None if self.gamma is None else self.gamma[:, None, None]
+        if self.training and self.drop_path.drop_prob > 0.:
+            # mmcv's DropPath on the scaled branch draws in the branch's dtype
+            dtype = branch.dtype if scale is None else torch.promote_types(branch.dtype,
+                                                                           scale.dtype)
+            keep = self.drop_path(branch.new_ones((branch.shape[0], 1, 1, 1), dtype=dtype))
+            scale = keep if scale is None else keep * scale
+        if scale is None:
+            return x + branch
+        return torch.addcmul(x, branch, scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_kernels:
             # One pass: the conv's output goes to the LayerNorm in registers, written once, NHWC.
@@ -121,9 +146,11 @@ class Block(nn.Module):
         if self.grn is not None:
             hidden = grn(hidden, self.grn.gamma, self.grn.beta, self.grn.eps) \
                 if self.fused_kernels else self.grn(hidden)
-        # Under bf16/fp16 autocast the fp32 parameters (and an fp32 input) would otherwise
-        # promote the tail to fp32; the block computes in the type promotion of its input and
-        # hidden activations, the autocast dtype inside the backbone.
+        if hidden.dtype == torch.float16:
+            return self.fp16_tail(x, hidden)
+        # Under bf16 autocast the fp32 parameters (and an fp32 input) would otherwise promote
+        # the tail to fp32; the block computes in the type promotion of its input and hidden
+        # activations, the autocast dtype inside the backbone.
         dtype = torch.promote_types(x.dtype, hidden.dtype)
         weight, bias = (p.to(dtype) for p in self.scaled_pwconv2())
         hidden = hidden.to(dtype)
@@ -201,15 +228,16 @@ def _resolve_arch(arch: str | dict, version: str | None) -> tuple[str, list[int]
     return version, list(ARCH_SETTINGS[arch]['depths']), list(ARCH_SETTINGS[arch]['dims'])
 
 
-def _norm_eps(norm_cfg: dict | None) -> float:
-    """The LayerNorm epsilon of an mmpretrain ``norm_cfg`` (only its ``LN2d`` is supported)."""
+def _norm_eps(norm_cfg: dict | None, default: float = 1e-6) -> float:
+    """The LayerNorm epsilon of an mmpretrain ``norm_cfg`` (only its ``LN2d`` is supported), or
+    ``default`` (the arch's) without one."""
     if norm_cfg is None:
-        return 1e-6
+        return default
     if not isinstance(norm_cfg, dict) or norm_cfg.get('type') != 'LN2d' \
             or set(norm_cfg) - {'type', 'eps'}:
         raise ValueError(f"norm_cfg={norm_cfg!r} is not supported; ConvNeXt uses "
                          f"dict(type='LN2d', eps=...) (channel LayerNorm, as the paper)")
-    return float(norm_cfg.get('eps', 1e-6))
+    return float(norm_cfg.get('eps', default))
 
 
 def _check_act_cfg(act_cfg: dict | None) -> None:
@@ -341,7 +369,8 @@ class ConvNeXt(BaseModule):
         self.stem_patch_size = 4 if stem_patch_size is None else stem_patch_size
         if not isinstance(self.stem_patch_size, int) or self.stem_patch_size <= 0:
             raise ValueError(f'stem_patch_size must be a positive int, got {stem_patch_size!r}')
-        self.norm_eps = _norm_eps(norm_cfg)
+        arch_eps = ARCH_SETTINGS[arch].get('norm_eps', 1e-6) if isinstance(arch, str) else 1e-6
+        self.norm_eps = _norm_eps(norm_cfg, default=arch_eps)
         _check_act_cfg(act_cfg)
         if linear_pw_conv is not None and not isinstance(linear_pw_conv, bool):
             raise TypeError(f'linear_pw_conv must be a bool, got {linear_pw_conv!r}')
@@ -381,7 +410,10 @@ class ConvNeXt(BaseModule):
                     LayerNorm2d(dims[i - 1], eps=self.norm_eps),
                     nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
 
-        block_rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        # on the CPU whatever the default device: the model also builds on 'meta' (sizes
+        # and parameter counts of the largest models without their memory)
+        block_rates = torch.linspace(0, drop_path_rate, sum(self.depths),
+                                     device='cpu').tolist()
         self.stages = nn.ModuleList()
         first = 0
         for depth, dim in zip(self.depths, dims):
@@ -446,7 +478,9 @@ class ConvNeXt(BaseModule):
             if not checkpoint:
                 raise ValueError("init_cfg=dict(type='Pretrained') needs a 'checkpoint' path "
                                  'or URL')
-            load_pretrained(self, checkpoint, prefix=cfg.get('prefix'))
+            # final_norm: 'auto' (default), 'stage4' or 'drop', see checkpoint.convert_state_dict
+            load_pretrained(self, checkpoint, prefix=cfg.get('prefix'),
+                            final_norm=cfg.get('final_norm', 'auto'))
             self.is_init = True  # as BaseModule.init_weights marks it after its init_cfg
             return
         super().init_weights()

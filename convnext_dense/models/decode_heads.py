@@ -266,6 +266,7 @@ class ChunkedSegLossMixin:
                              'int (output pixels per chunk of the loss)')
         super().__init__(*args, **kwargs)
         self.loss_chunk_pixels = loss_chunk_pixels
+        self._class_weights_on: dict[tuple[int, torch.device], Tensor] = {}
         self.full_resolution_loss_reason = self._full_resolution_loss_reason()
         if self.full_resolution_loss_reason is not None:
             print_log(f'{type(self).__name__}: {self.full_resolution_loss_reason}; the loss '
@@ -296,15 +297,24 @@ class ChunkedSegLossMixin:
                         'a per-pixel map')
         return None
 
-    def _class_weight_table(self, loss: torch.nn.Module, num_classes: int,
-                            device: torch.device) -> Tensor:
+    def _class_weight_table(self, loss: torch.nn.Module, num_classes: int) -> Tensor:
         if loss.class_weight is None:
-            return torch.ones(num_classes, dtype=torch.float32, device=device)
-        table = torch.as_tensor(loss.class_weight, dtype=torch.float32, device=device)
+            return torch.ones(num_classes, dtype=torch.float32)
+        table = torch.as_tensor(loss.class_weight, dtype=torch.float32)
         if table.shape != (num_classes, ):
             raise ValueError(f'loss_decode {loss.loss_name!r}: class_weight has shape '
                              f'{tuple(table.shape)}; the logits have {num_classes} classes')
         return table
+
+    def _class_weights(self, num_classes: int, device: torch.device) -> Tensor:
+        """(losses, classes): each loss's class weights (1 without), on ``device``. Copied there
+        once per device: a copy of host data waits for the device (CUDA copies from pageable
+        memory synchronously)."""
+        key = (num_classes, device)
+        if key not in self._class_weights_on:
+            self._class_weights_on[key] = torch.stack([
+                self._class_weight_table(loss, num_classes) for loss in self._losses()]).to(device)
+        return self._class_weights_on[key]
 
     def loss_by_feat(self, seg_logits: Tensor, batch_data_samples: list) -> dict:
         """mmseg's ``loss_by_feat`` computed by chunks (class docstring)."""
@@ -313,30 +323,39 @@ class ChunkedSegLossMixin:
         labels = self._stack_batch_gt(batch_data_samples).squeeze(1)
         num_images, num_classes = seg_logits.shape[:2]
         losses = self._losses()
-        class_weights = torch.stack([
-            self._class_weight_table(loss, num_classes, seg_logits.device) for loss in losses])
+        class_weights = self._class_weights(num_classes, seg_logits.device)
         chunks = plan_chunks(num_images, tuple(seg_logits.shape[2:]), tuple(labels.shape[1:]),
                              self.align_corners, self.loss_chunk_pixels, seg_logits.device)
         sums, correct = _ChunkedCrossEntropy.apply(seg_logits, labels, class_weights, chunks,
                                                    self.ignore_index, self.align_corners)
         valid = labels != self.ignore_index
-        num_valid = int(valid.sum())
+        # Counted on the device: reading the count back would wait for the forward pass. In
+        # float64, as mmseg's host int meets the eps below in a Python float, then rounded to
+        # float32 once where mmseg's divisor meets the float32 loss: the same values.
+        num_valid = valid.sum(dtype=torch.float64)
         # mmseg's loss and accuracy add float32's eps to every divisor
         eps = torch.finfo(torch.float32).eps
         loss_dict = {}
         for loss, weight, total in zip(losses, class_weights, sums):
             if loss.reduction == 'mean':
                 if loss.class_weight is not None:
-                    pixels_per_class = torch.bincount(labels[valid], minlength=num_classes)
-                    avg_factor = (pixels_per_class.to(torch.float32) * weight).sum()
+                    # bincount of the valid labels without boolean indexing (whose output size
+                    # needs the count on the host): ignored pixels add 0 to class 0
+                    pixels_per_class = torch.zeros(num_classes, dtype=torch.int64,
+                                                   device=labels.device).scatter_add_(
+                        0, labels.masked_fill(~valid, 0).flatten(), valid.flatten().long())
+                    total = total / ((pixels_per_class.to(torch.float32) * weight).sum() + eps)
+                elif loss.avg_non_ignore:
+                    total = total / (num_valid + eps).to(torch.float32)
                 else:
-                    avg_factor = num_valid if loss.avg_non_ignore else labels.numel()
-                total = total / (avg_factor + eps)
+                    total = total / (labels.numel() + eps)
             value = loss.loss_weight * total
             name = loss.loss_name
             loss_dict[name] = loss_dict[name] + value if name in loss_dict else value
+        # 100 / x as a division (Tensor.__rtruediv__ would multiply by a rounded reciprocal)
+        percent = torch.full_like(num_valid, 100.0) / (num_valid + eps)
         loss_dict['acc_seg'] = (correct.to(torch.float32).reshape(1) + eps).mul_(
-            100.0 / (num_valid + eps))
+            percent.to(torch.float32))
         return loss_dict
 
 

@@ -12,20 +12,20 @@ every stage.
 
 ``DeviceTargetFCNMaskHead`` is mmdet's ``FCNMaskHead`` with ``get_targets`` replaced by
 :func:`device_mask_target`: each image's bitmap masks go to the device in one non-blocking
-host->device copy (nothing comes back; Cascade's three stages copy them once each), the RoIs
-index the ground-truth masks directly (a float copy per positive only where there are fewer
-positives than ground truths), and the images whose masks have the same shape are cropped and
-resized in one RoIAlign call, up to ``GROUP_BYTES`` of float masks per call (shapes are not
-padded to one canvas: that would change RoIAlign's clamping at the masks' bottom and right
-edges). The op and its
-parameters are mmdet's (mmcv's ``roi_align``, output ``mask_size``, scale 1, ``sampling_ratio=0``,
-``'avg'``, ``aligned=True``, proposals clipped to the mask first, binarized at ``>= 0.5`` unless
-``soft_mask_target``), so the targets equal mmdet's bit for bit
-(``tests/models/test_mask_head.py``). torchvision's ``roi_align`` gives the same targets on the
-CPU (tested), no faster than mmcv's on 1-channel masks; mmcv's is kept so that the kernel is
-mmdet's on every device. On a CPU the targets also come 2.2 to 4.7 times faster than mmdet's
-(2 images of 800 x 1216, 15 masks and 128 positives each, on a busy 2-core machine), mostly the
-per-positive copies saved; not measured on a GPU yet.
+host->device copy, from pinned memory on CUDA (nothing comes back; Cascade's three stages copy
+them once each), the RoIs index the ground-truth masks directly (a float copy per positive only
+where there are fewer positives than ground truths), and the images whose masks have the same
+shape are cropped and resized in one RoIAlign call, up to ``GROUP_BYTES`` of float masks per
+call (shapes are not padded to one canvas: that would change RoIAlign's clamping at the masks'
+bottom and right edges). The op and its parameters are mmdet's (mmcv's ``roi_align``, output
+``mask_size``, scale 1, ``sampling_ratio=0``, ``'avg'``, ``aligned=True``, proposals clipped to
+the mask first, binarized at ``>= 0.5`` unless ``soft_mask_target``), so the targets equal
+mmdet's bit for bit (``tests/models/test_mask_head.py``). torchvision's ``roi_align`` gives the
+same targets on the CPU (tested), no faster than mmcv's on 1-channel masks; the call goes
+through ``mmcv.ops.roi_align``, so the config's ``roi_ops`` picks the kernel, as for mmdet's.
+On a CPU the targets also come 2.2 to 4.7 times faster than mmdet's (2 images of 800 x 1216,
+15 masks and 128 positives each, on a busy 2-core machine), mostly the per-positive copies
+saved; not measured on a GPU yet.
 
 Polygon masks (``LoadAnnotations(poly2mask=False)``) keep mmdet's own path, and with it its
 host round trip: mmdet rasterises each polygon directly in the RoI's 28 x 28 frame (pycocotools,
@@ -126,6 +126,21 @@ def device_mask_target(pos_proposals_list: Sequence[torch.Tensor],
     return torch.cat(targets)
 
 
+# Devices whose copies from pageable host memory wait for the device: CUDA stages pageable
+# memory through a pinned buffer of its own and does not return before the stream has caught up,
+# whatever non_blocking says; from pinned memory the copy is queued and the host goes on.
+PINNED_COPY_DEVICES = ('cuda', )
+
+
+def _host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device`` without waiting for it: through pinned memory where the device
+    needs it (torch's pinned-memory allocator keeps the buffer until the copy is done)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type in PINNED_COPY_DEVICES:
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _crop_and_resize(proposals_list: list[torch.Tensor],
                      gt_inds_list: list[torch.Tensor],
                      masks_list: list,
@@ -146,10 +161,8 @@ def _crop_and_resize(proposals_list: list[torch.Tensor],
                                                    rows):
         num_masks = len(masks)
         # The masks' own dtype travels (uint8: a quarter of float32's bytes) and is converted on
-        # the device. non_blocking: a blocking copy would synchronise the stream; from pageable
-        # memory the driver stages the source before returning, so the array may go right after.
-        image_masks = torch.from_numpy(np.ascontiguousarray(masks.masks)).to(
-            device, non_blocking=True)
+        # the device.
+        image_masks = _host_to_device(masks.masks, device)
         # An index out of range would make RoIAlign read past the masks; checked on the device
         # (a host check would wait for it).
         torch._assert_async(((gt_inds >= 0) & (gt_inds < num_masks)).all(),

@@ -49,6 +49,13 @@ def check_channel_vector(name: str, tensor: torch.Tensor, channels: int) -> None
                          f'per channel), got shape {tuple(tensor.shape)}')
 
 
+def fresh_like(like: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in a new tensor of ``like``'s dtype and strides, as a fake implementation's
+    ``torch.empty_like(like)`` describes it: an op's outputs must not be views of one tensor
+    (torch.library refuses outputs that alias each other)."""
+    return torch.empty_like(like).copy_(value)
+
+
 def launch_device(tensor: torch.Tensor):
     """The device context a launch needs: Triton launches on the current CUDA device, which need
     not be the tensors'. CPU tensors (Triton's interpreter) need none."""

@@ -23,6 +23,7 @@ from ._triton_utils import (
     accumulation_dtype,
     check_channel_vector,
     check_floating,
+    fresh_like,
     launch_device,
     tl,
     triton,
@@ -254,6 +255,7 @@ def triton_backward(grad_out: torch.Tensor,
     acc = accumulation_dtype(x.dtype)
     ACC = triton_accumulation_dtype(x.dtype)
     grad_out = grad_out.contiguous()
+    weight_like = dw_weight
     dw_weight = dw_weight.contiguous()
     # dy is stored at the activations' precision, as an unfused backward would hand it on.
     dy = torch.empty_like(grad_out, dtype=x.dtype)
@@ -276,9 +278,11 @@ def triton_backward(grad_out: torch.Tensor,
             BLOCK_W=min(WEIGHT_GRAD_BLOCK_W, triton.next_power_of_2(W)),
             BLOCK_C=WEIGHT_GRAD_BLOCK_C, num_warps=4)
     sums = row_partials.sum(0)
+    # The (TAPS, C) partials' transpose has transposed strides; fresh_like gives each gradient
+    # the fake implementation's strides, in a tensor of its own.
     grad_w = weight_partials.sum(0).t().reshape(dw_weight.shape)
-    return (grad_x, grad_w.to(dw_weight.dtype), sums[2].to(dw_bias.dtype),
-            sums[0].to(ln_weight.dtype), sums[1].to(ln_weight.dtype))
+    return (grad_x, fresh_like(weight_like, grad_w), fresh_like(dw_bias, sums[2]),
+            fresh_like(ln_weight, sums[0]), fresh_like(ln_weight, sums[1]))
 
 
 # --- PyTorch reference -------------------------------------------------------------------------
@@ -325,7 +329,7 @@ def reference_backward(grad_out: torch.Tensor,
     grad_x = torch.nn.grad.conv2d_input(x.shape, w_acc, dy, padding=padding, groups=channels)
     grad_w = torch.nn.grad.conv2d_weight(x_acc, dw_weight.shape, dy, padding=padding,
                                          groups=channels)
-    return (torch.empty_like(x).copy_(grad_x), grad_w.to(dw_weight.dtype),
+    return (fresh_like(x, grad_x), fresh_like(dw_weight, grad_w),
             dy.sum((0, 2, 3)).to(dw_bias.dtype), (g * xhat).sum((0, 1, 2)).to(ln_weight.dtype),
             g.sum((0, 1, 2)).to(ln_weight.dtype))
 

@@ -23,6 +23,7 @@ from ._triton_utils import (
     accumulation_dtype,
     check_channel_vector,
     check_floating,
+    fresh_like,
     launch_device,
     tl,
     triton,
@@ -181,8 +182,9 @@ def triton_backward(grad_out: torch.Tensor,
     nx = _normalized(norm, eps)
     coefficient = _input_grad_coefficient(norm, sums[:, 0], gamma_acc, eps)
     grad_x = _scale(grad_out, 1 + gamma_acc * nx, x, coefficient)
-    grad_gamma = (sums[:, 0] * nx).sum(0).reshape(gamma.shape).to(gamma.dtype)
-    return grad_x, grad_gamma, sums[:, 1].sum(0).reshape(gamma.shape).to(gamma.dtype)
+    grad_gamma = (sums[:, 0] * nx).sum(0).reshape(gamma.shape)
+    return (grad_x, fresh_like(gamma, grad_gamma),
+            fresh_like(gamma, sums[:, 1].sum(0).reshape(gamma.shape)))
 
 
 # --- PyTorch reference -------------------------------------------------------------------------
@@ -210,8 +212,8 @@ def reference_backward(grad_out: torch.Tensor, x: torch.Tensor, gamma: torch.Ten
     coefficient = _input_grad_coefficient(norm, grad_x_sum, gamma_acc, eps)
     grad_x = g * (1 + gamma_acc * nx)[:, None, None, :] + x_acc * coefficient[:, None, None, :]
     return (grad_x.to(x.dtype).contiguous(),
-            (grad_x_sum * nx).sum(0).reshape(gamma.shape).to(gamma.dtype),
-            g.sum((0, 1, 2)).reshape(gamma.shape).to(gamma.dtype))
+            fresh_like(gamma, (grad_x_sum * nx).sum(0).reshape(gamma.shape)),
+            fresh_like(gamma, g.sum((0, 1, 2)).reshape(gamma.shape)))
 
 
 # --- custom ops --------------------------------------------------------------------------------

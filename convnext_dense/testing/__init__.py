@@ -1,4 +1,5 @@
-"""Support for the tests and the benchmarks (synthetic inputs); nothing here is needed to train."""
-from .batches import det_batch, seg_batch
+"""Support for the tests, the benchmarks and the installation check (synthetic inputs and
+datasets); nothing here is needed to train."""
+from .batches import DetImage, box_masks, det_batch, det_images, seg_batch, seg_images
 
-__all__ = ['det_batch', 'seg_batch']
+__all__ = ['DetImage', 'box_masks', 'det_batch', 'det_images', 'seg_batch', 'seg_images']

@@ -1,5 +1,6 @@
 """tools/benchmark.py: the cpu suite runs the gpu suite's code at small sizes (a smoke test of the
 code, not a timing), and the table goes where the docs expect it."""
+import copy
 import json
 import subprocess
 import sys
@@ -50,6 +51,23 @@ def test_table_is_written_between_the_markers(tmp_path):
     doc.write_text('no markers\n')
     with pytest.raises(ValueError, match='has no <!-- benchmark-suite:gpu:begin -->'):
         speed.write_into(doc, result)
+
+
+def test_build_model_as_the_tools_build_it():
+    """One builder for the benchmark's contenders and the installation check's depth count: the
+    config's own model, without the pretrained download, BN for SyncBN off CUDA; the config is
+    left as it was."""
+    from convnext_dense.models import ConvNeXt
+    cfg = speed.load_model_config('configs/upernet/convnext_t_ade20k.py')
+    before = copy.deepcopy(cfg.model)
+    assert before.backbone.init_cfg.type == 'Pretrained'
+    model = speed.build_model(cfg)
+    assert cfg.model == before
+    assert isinstance(model.backbone, ConvNeXt) and model.backbone.init_cfg is None
+    assert model.decode_head.num_classes == 150
+    norms = [type(m) for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and torch.nn.SyncBatchNorm not in norms
 
 
 def test_docs_have_the_gpu_section():

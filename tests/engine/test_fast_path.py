@@ -350,6 +350,86 @@ def test_checkpoint_keys_stay_plain(det_model, tmp_path):
     assert plain_state_dict(state) is state  # plain names: left as they are
 
 
+# -- channels-last under DDP ------------------------------------------------------------------
+def test_channels_last_wrapper_config():
+    cfg = Config.fromfile(SEG_CONFIG)
+    configure_fast_path(cfg, channels_last=True)
+    # the arguments mmengine's Runner.wrap_model passes without a model_wrapper_cfg
+    assert cfg.model_wrapper_cfg == dict(type='ChannelsLastDistributedDataParallel',
+                                         broadcast_buffers=False, find_unused_parameters=False)
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
+    configure_fast_path(cfg, channels_last=True)
+    assert cfg.model_wrapper_cfg == dict(type='ChannelsLastDistributedDataParallel',
+                                         find_unused_parameters=True)
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.model_wrapper_cfg = dict(type='MMFullyShardedDataParallel')
+    with LogRecords() as messages:
+        configure_fast_path(cfg, channels_last=True)
+    assert cfg.model_wrapper_cfg.type == 'MMFullyShardedDataParallel'
+    assert any("model_wrapper_cfg.type='MMFullyShardedDataParallel'" in m for m in messages)
+
+
+@pytest.fixture
+def gloo_process_group():
+    """This process as a gloo group of one: DDP builds its reducer and buckets as with more."""
+    import socket
+
+    import torch.distributed as dist
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0,
+                            world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+BUCKET_WARNING = 'Grad strides do not match bucket view strides'
+
+
+def _layout_warnings(model_wrapper) -> list[str]:
+    """One training step through the DDP ``model_wrapper``; the warnings about gradients whose
+    strides differ from their views in DDP's buckets (each such gradient is copied into its
+    view every step). torch says so once per process unless warn_always is set."""
+    import warnings
+
+    from mmengine.optim import OptimWrapper
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model_wrapper.parameters(), lr=0.0))
+    warn_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            model_wrapper.train_step(seg_batch(2, 64, 64, num_classes=5), optim_wrapper)
+    finally:
+        torch.set_warn_always(warn_always)
+    return [str(w.message) for w in caught if BUCKET_WARNING in str(w.message)]
+
+
+def test_ddp_buckets_take_the_channels_last_layout(gloo_process_group):
+    """--channels-last in a distributed run: the wrapper converts the model before DDP lays out
+    its buckets in the parameters' strides, so no gradient mismatches its bucket view. Converted
+    after wrapping (mmengine wraps in the Runner's constructor, the fast-path hook runs later),
+    the channels-last gradients do."""
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+    cfg = Config.fromfile(SEG_CONFIG)
+    configure_fast_path(cfg, channels_last=True)
+    model = build(SEG_CONFIG)
+    wrapper = MODEL_WRAPPERS.build(cfg.model_wrapper_cfg, default_args=dict(module=model))
+    stem = model.backbone.downsample_layers[0][0].weight
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    apply_fast_path(wrapper, cfg.fast_path)  # FastPathHook: nothing left to convert
+    assert _layout_warnings(wrapper) == []
+
+    late = MMDistributedDataParallel(module=build(SEG_CONFIG), broadcast_buffers=False)
+    apply_fast_path(late, cfg.fast_path)
+    assert _layout_warnings(late)
+
+
 def test_resumed_optimizer_state_takes_the_parameter_layout():
     """Fused AdamW on the CPU misapplies the update when a channels-last parameter has NCHW
     state (a resumed run); match_optimizer_state gives the state the parameter's layout."""

@@ -1,9 +1,12 @@
 """The ConvNeXt block's folded tail (layer scale folded into the second Linear, the residual
 added by the matmul, drop path applied per sample inside the residual add) computes the paper's
 block: outputs and gradients against timm and against the block written out as the papers do,
-in train mode with drop path, channels_last, bf16 autocast and activation checkpointing; and
-the backbone compiles with ``fullgraph=True``."""
+in train mode with drop path, channels_last, bf16 autocast and activation checkpointing; under
+fp16 autocast the block computes timm's tail (no folding); and the backbone compiles with
+``fullgraph=True``."""
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -13,7 +16,12 @@ from mmcv.cnn.bricks import DropPath
 from convnext_dense.checkpoint import export_state_dict
 from convnext_dense.models import Block, ConvNeXt
 from tests.helpers import perturb_, stage_outputs
-from tests.numerics import assert_close_to_reference, reduction_depth, rounding_depth
+from tests.numerics import (
+    assert_close_to_reference,
+    reduction_depth,
+    rounding_depth,
+    tolerance,
+)
 
 DIM = 16
 # A small backbone for the compile tests: every kind of layer of a ConvNeXt, few of them.
@@ -174,6 +182,105 @@ def test_bf16_autocast_stays_bf16(version, memory_format):
     # fp32: the roundings set the error.
     assert_close_to_reference(out.float(), expected, rounding_depth(block), dtype=torch.bfloat16,
                               name='bf16 output')
+
+
+def _timm_block(block: Block) -> tuple[torch.nn.Module, dict[str, str]]:
+    """timm's ConvNeXtBlock with ``block``'s weights (V1: layer scale, no GRN), and our
+    parameter names -> timm's."""
+    from timm.models.convnext import ConvNeXtBlock
+    theirs = ConvNeXtBlock(DIM, ls_init_value=1.)
+    prefix, timm_prefix = 'stages.0.0.', 'stages.0.blocks.0.'
+    state = block.state_dict()
+    exported = export_state_dict({prefix + k: v for k, v in state.items()}, 'timm')
+    theirs.load_state_dict({k.removeprefix(timm_prefix): v for k, v in exported.items()})
+    names = {name: timm_name.removeprefix(timm_prefix)
+             for name, timm_name in zip(state, exported)}
+    return theirs.train(block.training), names
+
+
+# fp16 training scales the loss (mmengine's AmpOptimWrapper: torch's GradScaler), which keeps the
+# branch's gradient, gamma times the output's, within fp16's range for either gamma below.
+FP16_LOSS_SCALE = 2.**10
+
+
+def _fp16_autocast_run(module: torch.nn.Module, x: torch.Tensor):
+    """Output and gradients (unscaled) of ``module`` under fp16 autocast."""
+    x = x.detach().requires_grad_()
+    module.zero_grad()
+    with torch.autocast('cpu', dtype=torch.float16):
+        out = module(x)
+    weight = torch.linspace(-1, 1, out.numel()).view(out.shape)
+    ((out.float() * weight).sum() * FP16_LOSS_SCALE).backward()
+    grads = {name: p.grad / FP16_LOSS_SCALE for name, p in module.named_parameters()}
+    grads['input'] = x.grad / FP16_LOSS_SCALE
+    return out, grads
+
+
+@pytest.mark.parametrize('memory_format', FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize('gamma', [1e-6, 1e-3], ids=['init_layer_scale', 'trained_layer_scale'])
+def test_fp16_autocast_matches_timm(gamma, memory_format):
+    """Under fp16 autocast (the papers' mixed-precision recipe) the block computes as timm's:
+    the second Linear in fp16, the layer scale and the residual add in fp32, an fp32 output for
+    an fp32 input. Folded, ``gamma * W`` would lie below fp16's normal range (6.1e-5) and keep
+    few bits (with gamma = 1e-6 the update came out 24% off), and the residual stream would be
+    fp16.
+
+    The update (output - input) of both is within fp16's rounding of each convolution's and
+    Linear's inputs and weights (tests/numerics.py's rule) of the float64 block, plus fp32's
+    rounding of the residual add at the input's scale; the input is scaled to 1e-3 so that this
+    last term stays below the update's own (at 1 the fp32 add would hide an error of a
+    1e-6-scaled update). Output and gradients equal timm's within fp32 roundings: the fp16
+    ops are the same ops on the same values."""
+    block = perturb_(Block(DIM, layer_scale_init_value=gamma)).train()
+    with torch.no_grad():  # per-channel layer scales around the value
+        block.gamma.copy_(gamma * torch.linspace(0.5, 1.5, DIM))
+    theirs, timm_names = _timm_block(block)
+    x = (_input(seed=3).detach() * 1e-3).contiguous(memory_format=memory_format)
+    reference = copy.deepcopy(block).double()
+    with torch.no_grad():
+        expected_update = reference(x.double()) - x.double()
+
+    ours, grads = _fp16_autocast_run(block, x)
+    timm_out, timm_grads = _fp16_autocast_run(theirs, x)
+    assert ours.dtype == timm_out.dtype == torch.float32
+    assert ours.is_contiguous(memory_format=memory_format)
+    for label, out in (('ours', ours), ('timm', timm_out)):
+        limit = (tolerance(expected_update, rounding_depth(block), torch.float16)
+                 + tolerance(x, 1))
+        difference = (out.double() - x.double() - expected_update).abs().max().item()
+        assert difference <= limit, (f'{label}: update off by {difference:.3g} > {limit:.3g} '
+                                     f'(scale {expected_update.abs().max().item():.3g})')
+    # timm rounds gamma x branch, then the sum; the addcmul at most the same two
+    assert_close_to_reference(ours, timm_out, 2, name='output against timm')
+    expected_grads = {'input': timm_grads['input'],
+                      **{name: timm_grads[timm_names[name]] for name in timm_names}}
+    _assert_grads_close(grads, expected_grads,
+                        _grad_depth(block, x, x.shape[2] * x.shape[3]))
+
+
+@pytest.mark.parametrize('memory_format', FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize('version', VERSIONS)
+def test_fp16_autocast_drop_path_as_paper_block(version, memory_format):
+    """fp16 autocast in train mode with drop path, V1 and V2: the fp32 residual stream and the
+    papers' block's update under the same autocast and seed (the same samples dropped: the
+    draw is in the scaled branch's dtype, as mmcv's DropPath on it draws); a dropped sample's
+    output is its input exactly."""
+    block = _block(version, drop_path=0.5).train()
+    x = (_input(n=8, seed=3).detach() * 1e-3).contiguous(memory_format=memory_format)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+        torch.manual_seed(4)
+        out = block(x)
+        torch.manual_seed(4)
+        expected = paper_block(block, x, DropPath(0.5).train())
+    assert out.dtype == expected.dtype == torch.float32
+    assert out.is_contiguous(memory_format=memory_format)
+    expected_update = expected.double() - x.double()
+    limit = tolerance(expected_update, rounding_depth(block), torch.float16) + tolerance(x, 1)
+    difference = (out.double() - x.double() - expected_update).abs().max().item()
+    assert difference <= limit, f'update off by {difference:.3g} > {limit:.3g}'
+    dropped = [torch.equal(out[i], x[i]) for i in range(len(x))]
+    assert 0 < sum(dropped) < len(x), 'seed 4 must drop some samples and keep others'
+    assert dropped == [torch.equal(expected[i], x[i]) for i in range(len(x))]
 
 
 class _PaperBlock(torch.nn.Module):

@@ -1,6 +1,6 @@
 """BucketDetDataPreprocessor against mmdet's DetDataPreprocessor on the same batches: the same
 images, boxes, masks and metas, padded further to the chosen size bucket; the bucket choice and
-its documented COCO padding overhead."""
+its documented COCO padding overhead; the LSJ configs' buckets under --compile."""
 import copy
 import itertools
 import logging
@@ -16,6 +16,7 @@ from convnext_dense.models.data_preprocessor import (
     smallest_bucket,
 )
 from convnext_dense.testing import det_batch
+from tests.helpers import ROOT
 
 # mmdet's Mask R-CNN data preprocessor (mmdet::_base_/models/mask-rcnn_r50_fpn.py)
 ARGS = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
@@ -122,3 +123,41 @@ def test_documented_coco_overhead():
 def test_bad_buckets(buckets):
     with pytest.raises(ValueError, match='bucket_sizes'):
         build(type='BucketDetDataPreprocessor', bucket_sizes=buckets)
+
+
+def _batch(*sizes):
+    """One image of each (H, W), as the data loader yields them."""
+    batches = [det_batch(1, height, width, instances=2) for height, width in sizes]
+    return dict(inputs=[image for b in batches for image in b['inputs']],
+                data_samples=[sample for b in batches for sample in b['data_samples']])
+
+
+@pytest.mark.parametrize('config', sorted((ROOT / 'configs/mask_rcnn').glob('*_lsj_*.py')),
+                         ids=lambda path: path.stem)
+def test_lsj_configs_compile_path_keeps_the_crop_size(config):
+    """--compile's config rewriting on the V2 LSJ configs: a batch of the recipe's 1024x1024
+    crops (one full crop, one image the jitter scaled below the crop size) stays 1024x1024,
+    where the COCO buckets alone pad it to 1120x1120; a 4:3 test image resized to fit
+    1333x800 still finds its COCO bucket."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from convnext_dense.engine.fast_path import configure_fast_path
+    register_all_modules()
+    cfg = Config.fromfile(str(config))
+    assert 'RandomCrop' in [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    crop_size = tuple(cfg.image_size)
+    configure_fast_path(cfg, compile=True)
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    assert type(preprocessor).__name__ == 'BucketDetDataPreprocessor'
+    assert set(COCO_MS_BUCKETS) <= set(preprocessor.bucket_sizes)
+    batch = _batch(crop_size, (700, 1000))
+    out = preprocessor(copy.deepcopy(batch), training=True)
+    assert tuple(out['inputs'].shape[-2:]) == crop_size == (1024, 1024)
+    assert out['data_samples'][0].gt_instances.masks.masks.shape[-2:] == crop_size
+    coco = build(type='BucketDetDataPreprocessor')
+    assert tuple(coco(copy.deepcopy(batch), training=True)['inputs'].shape[-2:]) == (1120, 1120)
+    # mmcv's keep-ratio resize of 640x480 to fit (1333, 800): 800x1067, padded to 800x1088
+    test_out = preprocessor(_batch((800, 1067)), training=False)
+    assert tuple(test_out['inputs'].shape[-2:]) == (800, 1120)

@@ -1,7 +1,8 @@
 """The chunked segmentation loss (ChunkedLossUPerHead / ChunkedLossFCNHead) against mmseg's own
 UPerHead / FCNHead ``loss_by_feat`` on the same logits: loss values, gradients with respect to
-the low-resolution logits, ``acc_seg``; the bands' upsampling against ``F.interpolate``; and,
-recording every tensor the forward and backward allocate, that no full-resolution map is."""
+the low-resolution logits, ``acc_seg``; the bands' upsampling against ``F.interpolate``;
+recording every tensor the forward and backward allocate, that no full-resolution map is; and
+that the loss never makes the host wait for the device."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from convnext_dense.models.decode_heads import _upsample, plan_chunks
+from tests.helpers import no_host_round_trip
 from tests.numerics import assert_close_to_reference
 
 NUM_CLASSES = 5
@@ -232,6 +234,40 @@ def test_no_full_resolution_logits(autocast):
     # output rows each
     band = NUM_CLASSES * (chunk_pixels + 2 * 4 * label_size[1]) * 4
     assert largest['ChunkedLossUPerHead'][0] <= max(band, logits.numel() * 4), largest
+
+
+@pytest.mark.parametrize('case', ['default', 'avg_non_ignore', 'two_losses', 'same_name',
+                                  'class_weight', 'align_corners'])
+def test_loss_makes_no_host_round_trip(case, monkeypatch):
+    """Loss, gradient and acc_seg without an op that waits for the device (a count read back,
+    boolean-mask indexing, bincount) or a copy of host data to it, with the values computed
+    outside the guard. The first call, outside, plans the chunks of the shape (host
+    arithmetic, cached per shape) and copies the class weights (once per device)."""
+    loss_decode, logits_size, label_size, _, align_corners = CASES[case]
+    head = build_head('ChunkedLossUPerHead', loss_decode, align_corners, loss_chunk_pixels=116)
+    logits, samples = batch(2, logits_size, label_size, ignored=True)
+    expected, expected_grad = losses_and_grad(head, logits, samples)
+    with monkeypatch.context() as patch:
+        for name in ('tensor', 'as_tensor'):
+            def refuse(*args, _name=name, **kwargs):
+                raise AssertionError(f'host data copied to the device: torch.{_name}')
+            patch.setattr(torch, name, refuse)
+        with no_host_round_trip(monkeypatch):
+            actual, grad = losses_and_grad(head, logits, samples)
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(actual[name], value), name
+    assert torch.equal(grad, expected_grad)
+
+
+def test_host_sync_guard_refuses_mmsegs_loss(monkeypatch):
+    """The guard of test_loss_makes_no_host_round_trip sees the syncs of mmseg's own loss
+    (its accuracy indexes by a boolean mask)."""
+    logits, samples = batch(2, (7, 9), (30, 37), ignored=True)
+    head = build_head('UPerHead', dict(type=CE))
+    with pytest.raises(AssertionError, match='host sync'):
+        with no_host_round_trip(monkeypatch):
+            losses_and_grad(head, logits, samples)
 
 
 def test_fallbacks_to_mmseg():

@@ -3,7 +3,6 @@ bitmap and polygon masks, its loss is mmdet's FCNMaskHead's, the bitmap path mak
 trip, and the Mask R-CNN / Cascade configs use it."""
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.structures import InstanceData
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from convnext_dense.models import device_mask_target
-from tests.helpers import ROOT
+from tests.helpers import ROOT, no_host_round_trip
 
 # (height, width, ground truths, positives) per image: two mask shapes (two RoIAlign groups), an
 # image without positives, one with a single ground truth, one with fewer positives than ground
@@ -232,39 +230,6 @@ def test_loss_equals_fcn_mask_heads():
         assert torch.equal(p.grad, q.grad), name
 
 
-# aten ops that make the host wait for a CUDA device: a value read back, or an output whose size
-# depends on the data
-SYNCING_OPS = {'_local_scalar_dense', 'nonzero', 'masked_select', '_unique', '_unique2',
-               'unique_dim', 'unique_consecutive', 'bincount', 'equal', 'is_nonzero'}
-
-
-class HostSyncGuard(TorchDispatchMode):
-    """Fails on any aten op that waits for the device, boolean-mask indexing included."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if name in SYNCING_OPS or (name == 'repeat_interleave' and 'output_size' not in
-                                   (kwargs or {})):
-            raise AssertionError(f'host sync: aten.{name}')
-        if name == 'index' and any(i is not None and i.dtype in (torch.bool, torch.uint8)
-                                   for i in args[1]):
-            raise AssertionError('host sync: boolean-mask indexing')
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def no_host_round_trip(monkeypatch):
-    """On a CPU-only machine: no op that would sync a device, and no tensor read back through
-    ``.cpu()``, ``.numpy()``, ``.item()`` or ``.tolist()``."""
-    with monkeypatch.context() as patch:
-        for method in ('cpu', 'numpy', 'item', 'tolist'):
-            def refuse(self, *args, _method=method, **kwargs):
-                raise AssertionError(f'host round trip: Tensor.{_method}()')
-            patch.setattr(torch.Tensor, method, refuse)
-        with HostSyncGuard():
-            yield
-
-
 def test_bitmap_path_makes_no_host_round_trip(monkeypatch):
     ours, theirs = build_heads()
     boxes, gt_inds, masks = batch(seed=4)
@@ -280,6 +245,38 @@ def test_bitmap_path_makes_no_host_round_trip(monkeypatch):
     with pytest.raises(AssertionError, match='host sync: boolean-mask indexing'):
         with no_host_round_trip(monkeypatch):
             targets[targets > 0]
+
+
+def test_copies_to_cuda_go_through_pinned_memory(monkeypatch):
+    """CUDA copies pageable host memory synchronously whatever non_blocking says: each image's
+    masks are pinned first, then copied without blocking. The CPU takes that branch here with
+    'cpu' among the devices that pin (and a stand-in pin_memory: it needs a GPU)."""
+    from mmdet.structures.mask import mask_target
+
+    from convnext_dense.models import mask_head
+    boxes, gt_inds, masks = batch(seed=6)
+    expected = mask_target(boxes, gt_inds, masks, CFGS[0])
+    assert mask_head.PINNED_COPY_DEVICES == ('cuda', )
+    pinned, copies = [], []
+    to = torch.Tensor.to
+
+    def pin_memory(self):
+        pinned.append(self.clone())
+        return pinned[-1]
+
+    def recording_to(self, *args, **kwargs):
+        if any(self is tensor for tensor in pinned):
+            copies.append(kwargs.get('non_blocking', False))
+        return to(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mask_head, 'PINNED_COPY_DEVICES', ('cpu', ))
+        patch.setattr(torch.Tensor, 'pin_memory', pin_memory)
+        patch.setattr(torch.Tensor, 'to', recording_to)
+        targets = device_mask_target(boxes, gt_inds, masks, CFGS[0])
+    assert torch.equal(targets, expected)
+    images = sum(len(b) > 0 for b in boxes)
+    assert len(pinned) == images and copies == [True] * images
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

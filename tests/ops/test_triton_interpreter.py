@@ -3,7 +3,10 @@ against outside references: torch's conv2d/layer_norm and their autograd, and th
 GRN formula with torch's autograd, in fp64 (formulas exact to rounding), fp32 and fp16/bf16
 storage. Shapes are tiny (the interpreter takes about a millisecond per operation of a program)
 and chosen so that tiles end inside rows, channel blocks are padded, several programs add up
-partial sums and batches have more than one image.
+partial sums and batches have more than one image. The last tests make the launch functions the
+ops' CPU kernels, as they are the CUDA kernels, and call the ops through torch's dispatcher,
+which checks what a kernel returns (no output aliasing another), against the fake
+implementations' strides and dtypes.
 
 Triton reads ``TRITON_INTERPRET`` when a kernel is defined, i.e. when ``convnext_dense.ops`` is
 first imported, which other tests of the same pytest process may already have done: run
@@ -41,7 +44,9 @@ if not INTERPRETED:
 
 if INTERPRETED:
     import triton  # noqa: F401  (a missing Triton fails here instead of skipping)
+    from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from convnext_dense.ops import dwconv7x7_layernorm, grn
     from convnext_dense.ops import dwconv_layernorm as dwconv_ops
     from convnext_dense.ops import global_response_norm as grn_ops
 
@@ -200,3 +205,97 @@ if INTERPRETED:
         for name, ours, theirs in zip(('x', 'gamma', 'beta'), grads, expected_grads):
             assert ours.dtype == dtype
             _assert_storage_close(ours, theirs, _grn_depth(x), f'grad {name}')
+
+    # -- the ops through torch's dispatcher, the launch functions as their kernels ------------
+
+    # (op, its launch function: the CUDA kernel, its default implementation)
+    KERNELS = (
+        ('convnext_dense::dwconv7x7_layernorm', dwconv_ops.triton_forward,
+         dwconv_ops.reference_forward),
+        ('convnext_dense::dwconv7x7_layernorm_backward', dwconv_ops.triton_backward,
+         dwconv_ops.reference_backward),
+        ('convnext_dense::grn', grn_ops.triton_forward, grn_ops.reference_forward),
+        ('convnext_dense::grn_backward', grn_ops.triton_backward, grn_ops.reference_backward),
+    )
+
+    @pytest.fixture
+    def launches_as_cpu_kernels():
+        """CPU tensors dispatch to the launch functions, as CUDA tensors do: torch.library then
+        checks each call's outputs as it does on a GPU (none may alias an input or another
+        output). Afterwards the CPU runs the ops' default implementations again."""
+        for name, launch, _ in KERNELS:
+            torch.library.register_kernel(name, 'cpu', launch)
+        yield
+        for name, _, reference in KERNELS:
+            torch.library.register_kernel(name, 'cpu', reference)
+
+    def _assert_like_fake(outputs, op, args, name):
+        """Each output has the shape, strides and dtype the op's fake implementation gives
+        (what torch.compile plans the surrounding graph with)."""
+        with FakeTensorMode() as mode:
+            fakes = op(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
+                         for a in args])
+        assert len(outputs) == len(fakes), name
+        for i, (out, fake) in enumerate(zip(outputs, fakes)):
+            assert (out.shape, out.stride(), out.dtype) == (fake.shape, fake.stride(),
+                                                            fake.dtype), f'{name} output {i}'
+
+    @pytest.mark.parametrize('dtype, param_dtype, memory_format', [
+        (torch.float32, torch.float32, torch.channels_last),
+        # autocast: bf16 activations, fp32 parameters; NCHW
+        (torch.bfloat16, torch.float32, torch.contiguous_format),
+    ])
+    def test_dwconv_layernorm_dispatch(launches_as_cpu_kernels, dtype, param_dtype,
+                                       memory_format):
+        N, C, H, W = shape = (2, 8, 3, 5)
+        x, params = _dwconv_inputs(shape, dtype, seed=50, param_dtype=param_dtype,
+                                   channels_last=memory_format == torch.channels_last)
+        # a channels-last model holds its depthwise weight in channels-last strides too
+        # (Module.to(memory_format=...) restrides (C, 1, 7, 7), .contiguous would not)
+        params = (params[0].to(memory_format=memory_format), *params[1:])
+        forward = torch.ops.convnext_dense.dwconv7x7_layernorm.default
+        backward = torch.ops.convnext_dense.dwconv7x7_layernorm_backward.default
+        outputs = forward(x, *params, EPS)
+        _assert_like_fake(outputs, forward, (x, *params, EPS), 'forward')
+        grad = _random((N, H, W, C), dtype, 51)
+        backward_args = (grad, x, *params[:3], outputs[1], outputs[2])
+        grads = backward(*backward_args)
+        _assert_like_fake(grads, backward, backward_args, 'backward')
+
+        # autograd through the public function reaches the same kernels
+        inputs = [t.detach().requires_grad_() for t in (x, *params)]
+        out = dwconv7x7_layernorm(*inputs, EPS)
+        assert torch.equal(out, outputs[0])
+        for name, ours, direct in zip(GRAD_NAMES, torch.autograd.grad(out, inputs, grad), grads):
+            assert torch.equal(ours, direct), name
+        if dtype == torch.float32:
+            leaves = [t.detach().requires_grad_() for t in (x, *params)]
+            expected = torch.autograd.grad(_torch_dwconv_layernorm(*leaves), leaves, grad)
+            for name, ours, theirs, depth in zip(GRAD_NAMES, grads, expected,
+                                                 _dwconv_backward_depths(x)):
+                assert_close_to_reference(ours, theirs, depth, dtype, name=f'grad {name}')
+
+    def test_grn_dispatch(launches_as_cpu_kernels):
+        # an NHWC view of NCHW memory, and channels-last parameters (a channels-last model's)
+        x = _random((2, 12, 5, 7), torch.float32, 60).permute(0, 2, 3, 1)
+        gamma, beta = (_random((1, 1, 1, 12), torch.float32, seed).to(
+            memory_format=torch.channels_last) for seed in (61, 62))
+        forward = torch.ops.convnext_dense.grn.default
+        backward = torch.ops.convnext_dense.grn_backward.default
+        outputs = forward(x, gamma, beta, EPS)
+        _assert_like_fake(outputs, forward, (x, gamma, beta, EPS), 'forward')
+        grad = _random(x.shape, torch.float32, 63)
+        backward_args = (grad, x, gamma, outputs[1], EPS)
+        grads = backward(*backward_args)
+        _assert_like_fake(grads, backward, backward_args, 'backward')
+
+        inputs = [t.detach().requires_grad_() for t in (x, gamma, beta)]
+        out = grn(*inputs, EPS)
+        assert torch.equal(out, outputs[0])
+        expected = torch.autograd.grad(_official_grn(*inputs), inputs, grad)
+        depth = _grn_depth(x) * x.shape[0]
+        for name, ours, direct, theirs in zip(('x', 'gamma', 'beta'),
+                                              torch.autograd.grad(out, inputs, grad), grads,
+                                              expected):
+            assert torch.equal(ours, direct), name
+            assert_close_to_reference(ours, theirs, depth, name=f'grad {name}')

@@ -30,6 +30,10 @@ def _bbox_head(target_stds):
         loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
 
 
+# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
+# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
+roi_ops = 'auto'
+
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -67,6 +67,15 @@ optim_wrapper = dict(
 # 8 GPUs x 2 images; set enable=True to scale the lr linearly to another total batch size.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
+# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
+# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
+# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
+custom_hooks = [
+    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
+    dict(type='StopSignalHook', signals=('SIGTERM', )),
+    dict(type='CheckpointWriteCheckHook'),
+]
+
 # COCO AP by faster-coco-eval's C++ matching, pycocotools' 12 numbers (convnext_dense/evaluation/
 # metric.py); backend='pycocotools' runs pycocotools' own COCOeval.
 val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval')

@@ -36,6 +36,15 @@ train_pipeline = [
 ]
 train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
 
+# --compile (convnext_dense/engine/fast_path.py) pads each batch to the smallest of these (H, W)
+# that holds it: the 1024x1024 crops first, which the default buckets (COCO_MS_BUCKETS of
+# convnext_dense/models/data_preprocessor.py) would pad to 1120x1120, 19.6% more pixels; then
+# those, for smaller training batches and the test's 1333x800 resize.
+compile_bucket_sizes = [(1024, 1024),
+                        (704, 960), (800, 1120), (800, 1344),
+                        (960, 704), (1120, 800), (1344, 800),
+                        (1120, 1120), (1344, 1344)]
+
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)
 # Linear warm-up over 1000 iterations from lr x 0.001 (mmdet), then steps at 27 and 33.
@@ -59,6 +68,15 @@ optim_wrapper = dict(
 
 # 8 GPUs x 4 images; set enable=True to scale the lr linearly to another total batch size.
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
+# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
+# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
+custom_hooks = [
+    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
+    dict(type='StopSignalHook', signals=('SIGTERM', )),
+    dict(type='CheckpointWriteCheckHook'),
+]
 
 # COCO AP by faster-coco-eval's C++ matching, pycocotools' 12 numbers (convnext_dense/evaluation/
 # metric.py); backend='pycocotools' runs pycocotools' own COCOeval.

@@ -6,6 +6,10 @@ _base_ = [
     './coco_convnext_ms_crop_3x.py',
 ]
 
+# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
+# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
+roi_ops = 'auto'
+
 model = dict(
     backbone=dict(
         _delete_=True,

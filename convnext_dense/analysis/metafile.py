@@ -40,8 +40,12 @@ def render_table(models: dict[str, dict]) -> str:
     for model in models.values():
         paper = model['paper']
         recipe = model['recipe']
+        # no published numbers (DINOv3 / CLIP configs): measured params and FLOPs, in italics
+        measured = model.get('measured', {})
         cells = [f'`{model["config"]}`', model['arch']]
-        cells += ['-' if paper.get(key) is None else str(paper[key]) for key, _ in COLUMNS]
+        cells += [str(paper[key]) if paper.get(key) is not None else
+                  f'_{measured[key]}_' if measured.get(key) is not None else '-'
+                  for key, _ in COLUMNS]
         cells += [f'{recipe["lr"]:.0e}'.replace('e-0', 'e-'),
                   f'{recipe["decay_type"]} {recipe["decay_rate"]} / {recipe["num_layers"]}',
                   str(recipe['drop_path_rate'])]

@@ -4,15 +4,25 @@
 * ``official``: facebookresearch ConvNeXt / ConvNeXt-V2 releases (``{'model': ...}``,
   ``downsample_layers.*``, ``stages.{i}.{j}.dwconv``, final ``norm`` and ``head``), and the
   paper's fine-tuned mmdet 2.x / mmseg 0.x models (the same names under ``backbone.``). This
-  is the project's own layout.
+  is the project's own layout. DINOv3's and EUPE's ConvNeXt files (facebookresearch/dinov3 and
+  facebookresearch/EUPE ``models/convnext.py``) use the same names without ``head``, and save
+  their final ``norm`` a second time as ``norms.3`` (``norms`` is their list of per-stage
+  output norms, Identity for stages 0-2); EUPE's may carry distillation ``projectors.*``.
+* ``open_clip``: an open_clip CLIP model with a timm ConvNeXt image tower (``convnext_base``,
+  ``convnext_large_d``, ``convnext_xxlarge``, ...): timm's names under ``visual.trunk.``, beside
+  the image projection ``visual.head.*``, the text tower and ``logit_scale``.
 * ``timm``: ``stem.*``, ``stages.{i}.downsample.*``, ``stages.{i}.blocks.{j}.conv_dw``,
-  ``mlp.fc1``, ``mlp.grn.weight``; the atto/femto/pico/nano models run their MLP as 1x1
-  convolutions (``conv_mlp=True``), so those weights are 4-D.
+  ``mlp.fc1``, ``mlp.grn.weight``, final ``head.norm``; the atto/femto/pico/nano models run
+  their MLP as 1x1 convolutions (``conv_mlp=True``), so those weights are 4-D.
 * ``mmpretrain``: ``backbone.`` prefix, ``depthwise_conv``, ``pointwise_conv1``, ``grn.gamma``
   of shape (C,).
 * ``hf``: Hugging Face transformers ``ConvNextBackbone`` / ``ConvNextV2Backbone``
   (``embeddings.*``, ``encoder.stages.{i}.layers.{j}.dwconv``, ``layer_scale_parameter``,
   ``hidden_states_norms.stage{k}``), under ``convnext.``/``convnextv2.`` in the classifiers.
+* ``hf_dinov3``: Hugging Face transformers ``DINOv3ConvNextModel``
+  (``stages.{i}.downsample_layers``, ``stages.{i}.layers.{j}.depthwise_conv``,
+  ``pointwise_conv1``, final ``layer_norm``), as its ``save_pretrained`` folders and state dicts
+  hold it.
 * ``fcmae``: the sparse encoder of ConvNeXt V2's FCMAE pre-training model (Woo et al. 2023,
   Sec. 3; facebookresearch/ConvNeXt-V2 ``models/fcmae.py``): ``encoder.`` prefix, MinkowskiEngine
   kernels ``dwconv.kernel`` (K*K, C) and ``downsample_layers.{i}.1.kernel`` (K*K, C_in, C_out),
@@ -21,6 +31,18 @@
   out. The released ``pt_only/*_fcmae.pt`` files are already dense, in official names (no
   prefix, no decoder): they load as ``official``, as does a dense FCMAE model's state dict
   (``encoder.`` prefix detected, decoder left out).
+
+**The final norm.** A file's norm after the last stage is either a classifier's, applied to the
+pooled vector (ConvNeXt's ImageNet classifiers, CLIP's image towers), or one applied to every
+patch token of the last stage: DINOv3 (and EUPE, the same model code) normalise the
+concatenation of the pooled token and the patch tokens with it, and their dense losses and
+linear probes read the normalised patch tokens. A LayerNorm over the channels of each patch
+token is exactly a per-pixel LayerNorm of the stage-4 map, so that norm is the stage-4 output
+norm ``norm3`` of this backbone, trained for it; a classifier's was trained on pooled vectors,
+whose statistics differ, and the paper's code leaves it out. Each layout says which it holds
+(:attr:`Layout.final_norm_role`): always one or the other, or ``'auto'``, decided by the file:
+a final norm without a classifier head is a patch-token norm (DINOv3 and EUPE publish no
+classifier), one beside a head is the classifier's.
 
 Adding a layout is adding one record to :data:`LAYOUT_RECORDS`. :func:`convert_state_dict`
 reads any layout (timm's ``checkpoint_filter_fn`` habit); :func:`export_state_dict` writes one,
@@ -37,7 +59,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.convnext import ARCH_SETTINGS
+from ..models.convnext import ARCH_SETTINGS, NUM_STAGES
 
 _PLACEHOLDERS = {'i': r'(?P<i>\d+)', 'j': r'(?P<j>\d+)', 'k': r'(?P<k>\d+)',
                  'p': r'(?P<p>weight|bias)'}
@@ -46,6 +68,11 @@ _MLP_WEIGHT = re.compile(r'stages\.\d+\.\d+\.pwconv[12]\.weight$')
 _GRN_PARAM = re.compile(r'stages\.\d+\.\d+\.grn\.(gamma|beta)$')
 # The sizes timm builds with conv_mlp=True (1x1-conv MLP): its atto..nano, V1 and V2 alike.
 TIMM_CONV_MLP_ARCHS = ('atto', 'femto', 'pico', 'nano')
+# What a layout's final norm (after the last stage) normalises; see the module docstring.
+FINAL_NORM_ROLES = ('pooled', 'patch_tokens', 'auto')
+# What to do with a file's final norm: the layout's role ('auto'), or the caller's choice.
+FINAL_NORM_CHOICES = ('auto', 'stage4', 'drop')
+_LAST_NORM = f'norm{NUM_STAGES - 1}'
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -76,7 +103,16 @@ class Layout:
         rules: Renamings from this project's keys to the layout's, first match wins.
         anchor: Regex of a key that only this layout has, matched at the end of a key (after
             any prefix such as ``backbone.``); it identifies the layout.
-        classifier_keys: Regex of classification-only keys (head, final norm), dropped on import.
+        classifier_keys: Regex of a classifier head's keys, dropped on import.
+        final_norm: Template (``{p}``: weight/bias) of the layout's norm after the last stage,
+            or None when the layout has none apart from its per-stage norms.
+        final_norm_role: What that norm normalises (:data:`FINAL_NORM_ROLES`): ``'pooled'``
+            (a classifier's, dropped with the head), ``'patch_tokens'`` (loaded as the stage-4
+            output norm ``norm3``, and written from it on export) or ``'auto'`` (patch tokens
+            when the file has no classifier key, else pooled).
+        dropped_keys: ``(regex, what they are)`` of keys that are not backbone weights and are
+            dropped by name (distillation projectors, a CLIP model's text tower), so that the
+            load report names them.
         flat_grn: GRN parameters stored as (C,) instead of (1, 1, 1, C).
         conv_mlp_archs: Sizes whose model in that library stores the MLP as 1x1 convolutions,
             (C_out, C_in, 1, 1) weights instead of Linear (C_out, C_in) ones.
@@ -94,19 +130,48 @@ class Layout:
     rules: tuple[Rule, ...]
     anchor: str
     classifier_keys: str
+    final_norm: str | None = None
+    final_norm_role: str = 'pooled'
+    dropped_keys: tuple[tuple[str, str], ...] = ()
     flat_grn: bool = False
     conv_mlp_archs: tuple[str, ...] = field(default=())
     file_prefix: str = ''
     import_reshape: Callable[[str, torch.Tensor], torch.Tensor] | None = None
     export_reshape: Callable[[str, torch.Tensor], torch.Tensor] | None = None
 
+    def __post_init__(self) -> None:
+        if self.final_norm_role not in FINAL_NORM_ROLES:
+            raise ValueError(f'final_norm_role={self.final_norm_role!r} of layout {self.name!r} '
+                             f'is not one of {FINAL_NORM_ROLES}')
+        final = Rule(f'{_LAST_NORM}.{{p}}', self.final_norm) if self.final_norm else None
+        object.__setattr__(self, 'final_norm_rule', final)
+
     def rename_from(self, name: str) -> str | None:
         """This project's name of the layout's key ``name`` (without prefix), or None."""
         return self._rename(name, 'theirs_regex', 'ours')
 
     def rename_to(self, name: str) -> str | None:
-        """The layout's name of this project's key ``name``, or None."""
+        """The layout's name of this project's key ``name``, or None. The stage-4 output norm
+        is written as the final norm where the layout's final norm is a patch-token norm."""
+        if self.final_norm_rule is not None and self.final_norm_role == 'patch_tokens':
+            match = self.final_norm_rule.ours_regex.match(name)
+            if match:
+                return self.final_norm_rule.theirs.format(**match.groupdict())
         return self._rename(name, 'ours_regex', 'theirs')
+
+    def final_norm_param(self, name: str) -> str | None:
+        """``'weight'``/``'bias'`` if the layout's key ``name`` is its final norm, else None."""
+        if self.final_norm_rule is None:
+            return None
+        match = self.final_norm_rule.theirs_regex.match(name)
+        return match.group('p') if match else None
+
+    def drop_reason(self, name: str) -> str | None:
+        """What the layout's key ``name`` is, if it is dropped by name (not a backbone weight)."""
+        for pattern, reason in self.dropped_keys:
+            if re.fullmatch(pattern, name):
+                return reason
+        return None
 
     def _rename(self, name: str, pattern: str, template: str) -> str | None:
         """The first rule whose ``pattern`` matches ``name``, filled into its ``template``."""
@@ -156,25 +221,63 @@ def _block_rules(dwconv: str, norm: str, pwconv1: str, pwconv2: str, gamma: str,
     return tuple(rules)
 
 
+# EUPE's distillation heads (facebookresearch/EUPE; timm's checkpoint_filter_fn drops them too).
+_EUPE_PROJECTORS = (r'projectors\..*', 'EUPE distillation projector')
+# DINOv3's `norms` list (models/convnext.py): the norm its get_intermediate_layers(norm=True)
+# applies to each stage's patch tokens, i.e. that stage's output norm. Only norms.3 holds
+# weights in DINOv3's files (the final norm again); 0-2 are Identity there.
+_DINOV3_STAGE_NORMS = Rule('norm{i}.{p}', 'norms.{i}.{p}')
+
 OFFICIAL = Layout(
     name='official',
     rules=(Rule('downsample_layers.{i}.{k}.{p}', 'downsample_layers.{i}.{k}.{p}'),
            *_block_rules('dwconv', 'norm', 'pwconv1', 'pwconv2', 'gamma', 'grn.gamma',
                          'grn.beta', block='stages.{i}.{j}'),
-           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+           Rule('norm{i}.{p}', 'norm{i}.{p}'),
+           _DINOV3_STAGE_NORMS),
     anchor=r'stages\.0\.0\.dwconv\.weight',
-    classifier_keys=r'head\..*|norm\.(weight|bias)',
+    classifier_keys=r'head\..*',
+    # ImageNet classifiers: after pooling; DINOv3 / EUPE (no head): on the patch tokens
+    final_norm='norm.{p}',
+    final_norm_role='auto',
+    dropped_keys=(_EUPE_PROJECTORS, ),
+)
+
+
+def _timm_rules(prefix: str = '') -> tuple[Rule, ...]:
+    return (Rule('downsample_layers.0.{k}.{p}', f'{prefix}stem.{{k}}.{{p}}'),
+            Rule('downsample_layers.{i}.{k}.{p}', f'{prefix}stages.{{i}}.downsample.{{k}}.{{p}}'),
+            *_block_rules('conv_dw', 'norm', 'mlp.fc1', 'mlp.fc2', 'gamma', 'mlp.grn.weight',
+                          'mlp.grn.bias', block=f'{prefix}stages.{{i}}.blocks.{{j}}'),
+            # timm has no per-stage norms; ours are kept under their own names.
+            Rule('norm{i}.{p}', f'{prefix}norm{{i}}.{{p}}'))
+
+
+OPEN_CLIP = Layout(
+    name='open_clip',
+    rules=_timm_rules('visual.trunk.'),
+    anchor=r'visual\.trunk\.stem\.0\.weight',
+    classifier_keys=r'visual\.trunk\.head\.(fc|pre_logits)\..*',
+    # open_clip keeps the timm trunk's pooling (TimmModel.reset_classifier(0) with timm_pool=''):
+    # its head.norm normalises the pooled vector before the projection.
+    final_norm='visual.trunk.head.norm.{p}',
+    final_norm_role='pooled',
+    dropped_keys=((r'visual\.head\..*', 'CLIP image projection'),
+                  (r'(?!visual\.).*', 'CLIP text tower / logit scale')),
+    flat_grn=True,
+    conv_mlp_archs=TIMM_CONV_MLP_ARCHS,
 )
 TIMM = Layout(
     name='timm',
-    rules=(Rule('downsample_layers.0.{k}.{p}', 'stem.{k}.{p}'),
-           Rule('downsample_layers.{i}.{k}.{p}', 'stages.{i}.downsample.{k}.{p}'),
-           *_block_rules('conv_dw', 'norm', 'mlp.fc1', 'mlp.fc2', 'gamma', 'mlp.grn.weight',
-                         'mlp.grn.bias', block='stages.{i}.blocks.{j}'),
-           # timm has no per-stage norms; ours are kept under their own names.
-           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    # DINOv3's/EUPE's norms.{i}, where a converted file kept them
+    rules=(*_timm_rules(), _DINOV3_STAGE_NORMS),
     anchor=r'stem\.0\.weight',
-    classifier_keys=r'head\..*|norm_pre\..*',
+    classifier_keys=r'head\.(?!norm\.).*|norm_pre\..*',
+    # timm's head.norm follows the pooling in its classifiers; the DINOv3 / EUPE models
+    # (num_classes=0, no head.fc) keep their patch-token norm there.
+    final_norm='head.norm.{p}',
+    final_norm_role='auto',
+    dropped_keys=(_EUPE_PROJECTORS, ),
     flat_grn=True,
     conv_mlp_archs=TIMM_CONV_MLP_ARCHS,
 )
@@ -199,7 +302,24 @@ HF = Layout(
            *(Rule(f'norm{k}.{{p}}', f'hidden_states_norms.stage{k + 1}.{{p}}')
              for k in range(4))),
     anchor=r'embeddings\.patch_embeddings\.weight',
-    classifier_keys=r'classifier\..*|layernorm\.(weight|bias)',
+    classifier_keys=r'classifier\..*',
+    # ConvNextModel applies it to the pooled output
+    final_norm='layernorm.{p}',
+    final_norm_role='pooled',
+)
+HF_DINOV3 = Layout(
+    name='hf_dinov3',
+    rules=(Rule('downsample_layers.{i}.{k}.{p}', 'stages.{i}.downsample_layers.{k}.{p}'),
+           # DINOv3ConvNextLayer has no GRN: a V2 model's keeps this project's leaf names.
+           *_block_rules('depthwise_conv', 'layer_norm', 'pointwise_conv1', 'pointwise_conv2',
+                         'gamma', 'grn.gamma', 'grn.beta', block='stages.{i}.layers.{j}'),
+           # no per-stage norms before the last stage; ours are kept under their own names
+           Rule('norm{i}.{p}', 'norm{i}.{p}')),
+    anchor=r'stages\.0\.layers\.0\.depthwise_conv\.weight',
+    classifier_keys=r'classifier\..*',
+    # DINOv3ConvNextModel.forward normalises [pooled token; patch tokens] with it
+    final_norm='layer_norm.{p}',
+    final_norm_role='patch_tokens',
 )
 
 # -- FCMAE: MinkowskiEngine sparse convolutions ------------------------------------------------
@@ -274,13 +394,17 @@ FCMAE = Layout(
            # FCMAE has no per-stage norms; ours are kept under their own names.
            Rule('norm{i}.{p}', 'norm{i}.{p}')),
     anchor=r'stages\.0\.0\.dwconv\.kernel',
-    classifier_keys=r'head\..*|norm\.(weight|bias)',
+    classifier_keys=r'head\..*',
+    final_norm='norm.{p}',
+    final_norm_role='pooled',
     file_prefix='encoder.',
     import_reshape=_fcmae_import,
     export_reshape=_fcmae_export,
 )
 
-LAYOUT_RECORDS = {layout.name: layout for layout in (OFFICIAL, TIMM, MMPRETRAIN, HF, FCMAE)}
+# Detection tries them in this order: open_clip's keys end with timm's, so it comes first.
+LAYOUT_RECORDS = {layout.name: layout
+                  for layout in (OFFICIAL, OPEN_CLIP, TIMM, MMPRETRAIN, HF, HF_DINOV3, FCMAE)}
 LAYOUTS = tuple(LAYOUT_RECORDS)
 
 
@@ -292,11 +416,22 @@ def get_layout(name: str) -> Layout:
 
 @dataclass
 class ConversionReport:
-    """What :func:`convert_state_dict` did, for one readable log message."""
+    """What :func:`convert_state_dict` did with every key of the file, for one readable log
+    message: each key is converted, or in exactly one of the lists below."""
     layout: str
     prefix: str
+    # a classifier head's keys, and the final norm where it is a classifier's (after pooling)
     dropped_classifier: list[str] = field(default_factory=list)
+    # other keys dropped by name, by what they are (layout's dropped_keys, duplicates)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # not backbone keys (neck, heads, ...)
+    # the file's final norm: its keys and where they went ('stage4': loaded as norm3;
+    # 'classifier': dropped with the head); None when the file has none
+    final_norm_keys: list[str] = field(default_factory=list)
+    final_norm: str | None = None
+
+    def drop(self, reason: str, key: str) -> None:
+        self.dropped.setdefault(reason, []).append(key)
 
 
 def unwrap_checkpoint(checkpoint: Mapping) -> dict[str, torch.Tensor]:
@@ -326,8 +461,9 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
                        layout: str | None = None,
-                       prefix: str | None = None) -> tuple[dict[str, torch.Tensor],
-                                                           ConversionReport]:
+                       prefix: str | None = None,
+                       final_norm: str = 'auto') -> tuple[dict[str, torch.Tensor],
+                                                          ConversionReport]:
     """Convert a ConvNeXt state dict of any published layout to this project's names and shapes.
 
     Args:
@@ -335,29 +471,89 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         layout: One of :data:`LAYOUTS`; detected when None.
         prefix: Prefix of the backbone's keys (``'backbone.'``, ``'convnext.'``); detected
             when None. Keys outside it (a detector's neck and heads) are ignored.
+        final_norm: The file's norm after the last stage: ``'auto'`` as the layout says
+            (a patch-token norm becomes the stage-4 output norm ``norm3``, a classifier's is
+            dropped; see the module docstring), ``'stage4'`` to load it as ``norm3`` anyway,
+            ``'drop'`` to drop it anyway. A stage-4 norm the file names as such (DINOv3's
+            ``norms.3``, a ``norm3``) loads either way.
 
     Returns:
         The converted state dict and a :class:`ConversionReport`.
     """
+    if final_norm not in FINAL_NORM_CHOICES:
+        raise ValueError(f'final_norm={final_norm!r} is not supported; use one of '
+                         f'{FINAL_NORM_CHOICES}')
     detected_layout, detected_prefix = detect_layout(state_dict)
     record = get_layout(layout or detected_layout)
     prefix = detected_prefix if prefix is None else prefix
     report = ConversionReport(layout=record.name, prefix=prefix)
     converted: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}  # our name -> the file's key it came from
+    final: dict[str, tuple[str, torch.Tensor]] = {}  # weight/bias -> (key, tensor)
     for key, value in state_dict.items():
         if not key.startswith(prefix):
             report.ignored.append(key)
             continue
         name = key[len(prefix):]
+        param = record.final_norm_param(name)
+        if param is not None:
+            final[param] = (key, value)
+            continue
         if record.is_classifier_key(name):
             report.dropped_classifier.append(key)
+            continue
+        reason = record.drop_reason(name)
+        if reason is not None:
+            report.drop(reason, key)
             continue
         ours = record.rename_from(name)
         if ours is None:
             report.ignored.append(key)
         else:
             converted[ours] = record.import_tensor(ours, value)
+            origin[ours] = key
+    if final:
+        _place_final_norm(record, final, final_norm, converted, origin, report)
     return converted, report
+
+
+def _place_final_norm(record: Layout, final: Mapping[str, tuple[str, torch.Tensor]],
+                      choice: str, converted: dict[str, torch.Tensor], origin: dict[str, str],
+                      report: ConversionReport) -> None:
+    """Load the file's final norm as the stage-4 output norm or drop it with the classifier,
+    as ``choice`` (:data:`FINAL_NORM_CHOICES`) and the layout's role decide."""
+    report.final_norm_keys = [key for key, _ in final.values()]
+    if choice == 'auto':
+        role = record.final_norm_role
+        if role == 'auto':
+            role = 'pooled' if report.dropped_classifier else 'patch_tokens'
+        to_stage4 = role == 'patch_tokens'
+    else:
+        to_stage4 = choice == 'stage4'
+    if not to_stage4:
+        report.dropped_classifier.extend(report.final_norm_keys)
+        report.final_norm = 'classifier'
+        return
+    report.final_norm = 'stage4'
+    for param, (key, value) in final.items():
+        ours = f'{_LAST_NORM}.{param}'
+        if ours not in converted:
+            converted[ours] = value
+            origin[ours] = key
+        elif torch.equal(converted[ours], value):
+            # DINOv3's norms.3 is the final norm's module saved a second time
+            report.drop(f'duplicate of the final norm ({key})', origin[ours])
+            origin[ours] = key
+        elif choice == 'stage4':
+            report.drop(f'stage-4 norm replaced by the final norm ({key})', origin[ours])
+            converted[ours] = value
+            origin[ours] = key
+        else:
+            raise ValueError(
+                f'the final norm {key!r} and the stage-4 output norm {origin[ours]!r} of this '
+                f'{record.name} checkpoint differ; say which to load as {ours}: '
+                f"final_norm='stage4' (the final norm) or final_norm='drop' "
+                f'({origin[ours]!r})')
 
 
 def arch_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:

@@ -2,12 +2,15 @@
 layouts.
 
 :func:`load_pretrained` is what ``init_cfg=dict(type='Pretrained', checkpoint=...)`` runs: it
-reads the file with ``weights_only`` (:mod:`convnext_dense.engine.torch_load`), detects the
-layout, converts and loads it, naming the file and keys when it does not fit.
+reads the file (or a Hugging Face ``save_pretrained`` folder) with ``weights_only``
+(:mod:`convnext_dense.engine.torch_load`), detects the layout, converts and loads it, naming
+the file and keys when it does not fit, and logs where every key of the file went and, for
+DINOv3 and EUPE weights, their licence (:mod:`.families`).
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +21,7 @@ from torch import nn
 
 from ..engine.atomic_io import atomic_write
 from ..engine.torch_load import read_checkpoint
+from .families import licence_notice, weight_families
 from .layouts import (
     ConversionReport,
     convert_state_dict,
@@ -25,6 +29,47 @@ from .layouts import (
     get_layout,
     unwrap_checkpoint,
 )
+
+# What transformers' save_pretrained writes: one file, or shards listed in an index.
+HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+HF_WEIGHT_INDEXES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding='utf-8') as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'{path} is not JSON: {error}') from None
+
+
+def read_weights_folder(folder: str) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face ``save_pretrained`` folder: ``model.safetensors`` or
+    ``pytorch_model.bin``, or the shards their ``*.index.json`` lists, read without running
+    any pickled code."""
+    for index_name in HF_WEIGHT_INDEXES:
+        index_path = os.path.join(folder, index_name)
+        if os.path.isfile(index_path):
+            shards = sorted(set(_read_json(index_path).get('weight_map', {}).values()))
+            if not shards:
+                raise ValueError(f'{index_path} has an empty weight_map')
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(unwrap_checkpoint(read_checkpoint(os.path.join(folder, shard))))
+            return state
+    for name in HF_WEIGHT_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return unwrap_checkpoint(read_checkpoint(path))
+    raise FileNotFoundError(f'{folder!r} is a folder without weights: none of '
+                            f'{HF_WEIGHT_FILES + HF_WEIGHT_INDEXES} is in it')
+
+
+def read_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, URL or Hugging Face folder (``weights_only``)."""
+    if os.path.isdir(checkpoint):
+        return read_weights_folder(checkpoint)
+    return unwrap_checkpoint(read_checkpoint(checkpoint))
 
 
 def shape_mismatch(model_state: Mapping[str, torch.Tensor],
@@ -40,14 +85,17 @@ def shape_mismatch(model_state: Mapping[str, torch.Tensor],
 def load_state_dict_into(model: nn.Module,
                          state_dict: Mapping[str, torch.Tensor],
                          source: str = 'state dict',
-                         prefix: str | None = None) -> ConversionReport:
+                         prefix: str | None = None,
+                         final_norm: str = 'auto') -> ConversionReport:
     """Convert ``state_dict`` from any layout and load it into a ConvNeXt ``model``.
 
     Raises ``ValueError`` naming the first mismatching key and both shapes when the checkpoint
     is of another arch, or listing the backbone weights it lacks. Per-stage norms ``norm{i}``
-    missing from a classification checkpoint start fresh, as in the paper's code.
+    missing from a classification checkpoint start fresh, as in the paper's code. The file's
+    final norm becomes the stage-4 output norm where it normalises patch tokens (DINOv3,
+    EUPE), see :func:`~convnext_dense.checkpoint.convert_state_dict` and ``final_norm``.
     """
-    converted, report = convert_state_dict(state_dict, prefix=prefix)
+    converted, report = convert_state_dict(state_dict, prefix=prefix, final_norm=final_norm)
     model_state = model.state_dict()
     mismatch = shape_mismatch(model_state, converted)
     if mismatch:
@@ -63,45 +111,65 @@ def load_state_dict_into(model: nn.Module,
                          f'this ConvNeXt, e.g. {missing[:4]}; it is for another arch or '
                          f'version (V1 has layer-scale gamma, V2 has grn)')
     model.load_state_dict(converted, strict=False)
+    print_log('; '.join(_report_lines(report, len(converted) - len(unexpected), source,
+                                      fresh_norms, unexpected)), logger='current')
+    notice = licence_notice(weight_families(report.layout, state_dict, source,
+                                            report.final_norm))
+    if notice:
+        print_log(notice, logger='current')
+    return report
+
+
+def _report_lines(report: ConversionReport, loaded: int, source: str, fresh_norms: list[str],
+                  unexpected: list[str]) -> list[str]:
+    """Where every key of the file went, one clause each."""
     where = f', prefix {report.prefix!r}' if report.prefix else ''
-    lines = [f'loaded {len(converted) - len(unexpected)} tensors from {source} '
-             f'({report.layout} layout{where})']
+    lines = [f'loaded {loaded} tensors from {source} ({report.layout} layout{where})']
+    if report.final_norm == 'stage4':
+        lines.append(f'final norm {report.final_norm_keys} normalises the patch tokens: loaded '
+                     f'as the stage-4 output norm norm3')
     if fresh_norms:
         lines.append(f'newly initialised (absent from a classification checkpoint): '
                      f'{sorted({k.split(".")[0] for k in fresh_norms})}')
     if report.dropped_classifier:
-        lines.append(f'dropped {len(report.dropped_classifier)} classifier tensors '
-                     f'(head, final norm)')
+        what = 'head, final norm after pooling' if report.final_norm == 'classifier' else 'head'
+        lines.append(f'dropped {len(report.dropped_classifier)} classifier tensors ({what})')
+    for reason, keys in report.dropped.items():
+        lines.append(f'dropped {len(keys)} tensors: {reason}, e.g. {keys[:3]}')
     if unexpected:
         lines.append(f'unexpected, not loaded: {unexpected}')
     if report.ignored:
         lines.append(f'ignored {len(report.ignored)} tensors outside the backbone, '
                      f'e.g. {report.ignored[:3]}')
-    print_log('; '.join(lines), logger='current')
-    return report
+    return lines
 
 
-def load_pretrained(model: nn.Module, checkpoint: str, prefix: str | None = None
-                    ) -> ConversionReport:
-    """Read ``checkpoint`` (path or URL, ``weights_only``), convert and load it into ``model``."""
-    state_dict = unwrap_checkpoint(read_checkpoint(checkpoint))
+def load_pretrained(model: nn.Module, checkpoint: str, prefix: str | None = None,
+                    final_norm: str = 'auto') -> ConversionReport:
+    """Read ``checkpoint`` (path, URL or Hugging Face folder, ``weights_only``), convert and load
+    it into ``model``."""
+    state_dict = read_state_dict(checkpoint)
     return load_state_dict_into(model, state_dict, source=f'checkpoint {checkpoint!r}',
-                                prefix=prefix)
+                                prefix=prefix, final_norm=final_norm)
 
 
 def convert_checkpoint_file(src: str, dst: str, layout: str = 'official',
-                            prefix: str | None = None) -> ConversionReport:
-    """Read a ConvNeXt checkpoint of any layout and write its backbone as
-    ``{'state_dict': ...}`` in ``layout`` names, shapes and key prefix (default: this
-    project's, the official ones), all at once or not at all."""
-    state_dict, report = convert_state_dict(unwrap_checkpoint(read_checkpoint(src)),
-                                            prefix=prefix)
+                            prefix: str | None = None,
+                            final_norm: str = 'auto') -> ConversionReport:
+    """Read a ConvNeXt checkpoint of any layout (a file, URL or Hugging Face folder) and write
+    its backbone as ``{'state_dict': ...}`` in ``layout`` names, shapes and key prefix (default:
+    this project's, the official ones), all at once or not at all."""
+    source = read_state_dict(src)
+    state_dict, report = convert_state_dict(source, prefix=prefix, final_norm=final_norm)
+    notice = licence_notice(weight_families(report.layout, source, src, report.final_norm))
+    if notice:
+        print_log(notice, logger='current')
     record = get_layout(layout)
     state_dict = {record.file_prefix + k: v
                   for k, v in export_state_dict(state_dict, layout).items()}
     buffer = io.BytesIO()
     torch.save({'state_dict': state_dict,
-                'meta': dict(converted_from=os.path.basename(src), source_layout=report.layout,
-                             layout=layout)}, buffer)
+                'meta': dict(converted_from=os.path.basename(os.path.normpath(src)),
+                             source_layout=report.layout, layout=layout)}, buffer)
     atomic_write(buffer.getvalue(), dst)
     return report

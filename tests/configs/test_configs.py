@@ -1,10 +1,13 @@
-"""The papers' detection and segmentation configs (ConvNeXt V1 and V2): they parse, build
-(pretrained loading off, SyncBN reverted to BN), have the paper's parameter counts and
-layer-decay settings, wire the backbone's outputs into the neck / decode head, and (T/S/B) train
-one step and infer on a tiny input; tools/analysis/get_flops.py runs on one of them."""
+"""The papers' detection and segmentation configs (ConvNeXt V1 and V2), and those with DINOv3 and
+CLIP weights: they parse, build (pretrained loading off, SyncBN reverted to BN; the new L/XXL ones
+on the meta device), have the paper's parameter counts (or, without published numbers, the
+measured ones) and layer-decay settings, wire the backbone's outputs into the neck / decode head,
+and (T/S/B) train one step and infer on a tiny input; tools/analysis/get_flops.py runs on one of
+them."""
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -14,7 +17,11 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from convnext_dense.analysis import build_model_for_analysis, default_flops_shape
+from convnext_dense.analysis import (
+    build_model_for_analysis,
+    default_flops_shape,
+    model_complexity,
+)
 from convnext_dense.analysis.metafile import read_metafile
 from convnext_dense.models import ARCH_SETTINGS
 from convnext_dense.testing import det_batch, seg_batch
@@ -35,6 +42,20 @@ PAPER = {
 DROP_PATH = {name: m['recipe']['drop_path_rate'] for name, m in METAFILE.items()}
 # 'v1' (Liu et al. 2022) or 'v2' (Woo et al. 2023)
 VERSION = {name: m.get('version', 'v1') for name, m in METAFILE.items()}
+# the weights' pre-training: 'imagenet' (the papers' configs), 'dinov3' or 'clip'
+WEIGHTS = {name: m.get('weights', 'imagenet') for name, m in METAFILE.items()}
+# the frozen-backbone configs (frozen_stages=4)
+FROZEN = {name for name, m in METAFILE.items() if m.get('frozen')}
+# params (M) and GFLOPs of the configs without published numbers, as measured
+MEASURED = {name: m['measured'] for name, m in METAFILE.items() if 'measured' in m}
+# dinov3/hub/backbones.py: the hash in each official file name
+DINOV3_HASHES = {'tiny': '21b726bb', 'small': '296db49d', 'base': '801f2ba9', 'large': '61fa432d'}
+IMAGENET_INPUT = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
+# open_clip constants.py OPENAI_DATASET_MEAN / _STD on the 0-255 scale
+CLIP_INPUT = dict(mean=[255 * v for v in (0.48145466, 0.4578275, 0.40821073)],
+                  std=[255 * v for v in (0.26862954, 0.26130258, 0.27577711)])
+# the new-weights configs of these sizes build on the meta device (no memory, no init time)
+META_ARCHS = ('large', 'xlarge', 'xxlarge', 'huge')
 # The V2 paper's multi-scale test: these ratios of the test scale (crop x 4crop), each flipped.
 V2_TTA_RATIOS = (0.75, 0.875, 1.0, 1.125, 1.25)
 
@@ -46,6 +67,21 @@ SAME_MODEL_AS = {
     'mask_rcnn/mask_rcnn_convnext_t_coco_1x.py': 'mask_rcnn/mask_rcnn_convnext_t_coco_3x.py',
     'mask_rcnn/cascade_convnext_b_in22k_coco_3x.py': 'mask_rcnn/cascade_convnext_b_coco_3x.py',
     'upernet/convnext_b_in22k_ade20k_640.py': 'upernet/convnext_b_ade20k.py',
+    # DINOv3 / CLIP weights: the same network and optimizer as the paper's config
+    'mask_rcnn/mask_rcnn_convnext_t_dinov3_coco_3x.py': 'mask_rcnn/mask_rcnn_convnext_t_coco_3x.py',
+    'mask_rcnn/cascade_convnext_t_dinov3_coco_3x.py': 'mask_rcnn/cascade_convnext_t_coco_3x.py',
+    'mask_rcnn/cascade_convnext_s_dinov3_coco_3x.py': 'mask_rcnn/cascade_convnext_s_coco_3x.py',
+    'mask_rcnn/cascade_convnext_b_dinov3_coco_3x.py': 'mask_rcnn/cascade_convnext_b_coco_3x.py',
+    'upernet/convnext_t_dinov3_ade20k.py': 'upernet/convnext_t_ade20k.py',
+    'upernet/convnext_s_dinov3_ade20k.py': 'upernet/convnext_s_ade20k.py',
+    'upernet/convnext_b_dinov3_ade20k.py': 'upernet/convnext_b_ade20k.py',
+    # only the input's mean/std differ
+    'upernet/convnext_b_clip_ade20k.py': 'upernet/convnext_b_ade20k.py',
+    # a size the in-suite twin (S Mask R-CNN; T frozen UperNet) covers with the same code path
+    'mask_rcnn/mask_rcnn_convnext_b_dinov3_coco_3x.py':
+        'mask_rcnn/mask_rcnn_convnext_s_dinov3_coco_3x.py',
+    'upernet/convnext_s_dinov3_frozen_ade20k.py': 'upernet/convnext_t_dinov3_frozen_ade20k.py',
+    'upernet/convnext_b_dinov3_frozen_ade20k.py': 'upernet/convnext_t_dinov3_frozen_ade20k.py',
 }
 
 
@@ -99,7 +135,9 @@ def test_config_settings(name):
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.init_cfg.type == 'Pretrained'
     ckpt = backbone.init_cfg.checkpoint
-    if not v2:
+    if WEIGHTS[name] != 'imagenet':
+        _check_foundation_weights(name, cfg, arch)
+    elif not v2:
         assert backbone.get('version', 'v1') == 'v1'
         assert ckpt.startswith('https://dl.fbaipublicfiles.com/convnext/convnext_')
         assert f'convnext_{arch}_' in ckpt
@@ -187,6 +225,27 @@ def test_config_settings(name):
                 mode='slide', crop_size=(crop, crop), stride=(stride, stride))
 
 
+def _check_foundation_weights(name: str, cfg: Config, arch: str) -> None:
+    """The DINOv3 / CLIP configs: the weights' official URL, the input normalisation they were
+    trained with (RGB), V1 blocks, and the frozen backbone of the frozen-backbone configs."""
+    backbone = cfg.model.backbone
+    ckpt = backbone.init_cfg.checkpoint
+    preprocessor = cfg.model.data_preprocessor
+    assert backbone.get('version', 'v1') == 'v1' and preprocessor.bgr_to_rgb
+    if WEIGHTS[name] == 'dinov3':
+        assert ckpt == (f'https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_{arch}/'
+                        f'dinov3_convnext_{arch}_pretrain_lvd1689m-{DINOV3_HASHES[arch]}.pth')
+        expected = IMAGENET_INPUT  # dinov3/data/transforms.py
+    else:
+        assert WEIGHTS[name] == 'clip'
+        assert re.fullmatch(r'https://huggingface\.co/laion/CLIP-convnext_[\w.-]+/resolve/main/'
+                            r'open_clip_pytorch_model\.bin', ckpt), ckpt
+        expected = CLIP_INPUT
+    assert list(preprocessor.mean) == pytest.approx(expected['mean'])
+    assert list(preprocessor.std) == pytest.approx(expected['std'])
+    assert backbone.get('frozen_stages', -1) == (4 if name in FROZEN else -1)
+
+
 def _check_v2_coco_recipe(cfg: Config) -> None:
     """The V2 paper's COCO recipe (Woo et al. 2023, A.3): large-scale jitter 1024x1024 with
     scales 0.1-2.0, soft-NMS in the box head at test time; mmdet port's 1000-iteration warm-up."""
@@ -204,14 +263,27 @@ def _check_v2_coco_recipe(cfg: Config) -> None:
     assert cfg.model.test_cfg.rpn.nms.type == 'nms'
 
 
-@pytest.mark.parametrize('name', CONFIGS)
+def _build_marks(name: str) -> list:
+    """A DINOv3 / CLIP config of the same network and optimizer as a paper config
+    (``same_model_as``, not frozen) builds what that config builds: with the slow tests only."""
+    if WEIGHTS[name] != 'imagenet' and METAFILE[name].get('same_model_as') \
+            and name not in FROZEN:
+        return [pytest.mark.slow]
+    return []
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=_build_marks(n)) for n in CONFIGS])
 def test_build_and_param_count(name):
     """Every config builds; its parameters are within 1% of the paper's where the paper gives
     them (UperNet's counts include the auxiliary FCN head, as the paper's do; the V2 paper gives
     none for Mask R-CNN)."""
     cfg = load(name)
-    model = build_model_for_analysis(cfg)
     arch, paper_m = PAPER[name][:2]
+    if WEIGHTS[name] != 'imagenet' and arch in META_ARCHS:
+        with torch.device('meta'):
+            model = build_model_for_analysis(cfg)
+    else:
+        model = build_model_for_analysis(cfg)
     assert not any('SyncBatchNorm' in type(m).__name__ for m in model.modules())
     backbone = model.backbone
     assert list(backbone.out_channels) == ARCH_SETTINGS[arch]['dims']
@@ -228,12 +300,21 @@ def test_build_and_param_count(name):
     params = sum(p.numel() for p in model.parameters())
     if paper_m is not None:
         assert params / 1e6 == pytest.approx(paper_m, rel=0.01), params
+    if name in MEASURED:
+        assert paper_m is None  # the paper's number wins where there is one
+        assert params / 1e6 == pytest.approx(MEASURED[name]['params_m'], rel=0.01), params
 
     # the decay constructor accepts the config's settings for this model
     optim_wrapper = cpu_optim_wrapper(model, cfg)
     lrs = sorted({g['lr'] for g in optim_wrapper.optimizer.param_groups})
     _, _, decay_rate, decay_type, num_layers, lr, _ = PAPER[name]
     assert lrs[-1] == pytest.approx(lr)
+    if name in FROZEN:  # the backbone is left out: the heads' lr only
+        names = {n for g in optim_wrapper.optimizer.param_groups for n in g['param_names']}
+        assert not any(n.startswith('backbone.') for n in names)
+        assert not any(p.requires_grad for p in backbone.parameters())
+        assert lrs == [pytest.approx(lr)]
+        return
     # layer ids 0..num_layers+1 -> num_layers + 2 distinct rates (stage_wise: 0..5)
     expected = (num_layers if decay_type == 'layer_wise' else 4) + 2
     assert len(lrs) == expected
@@ -264,10 +345,15 @@ def test_train_step_and_inference(name):
     optim_wrapper = cpu_optim_wrapper(model, cfg)
     data = det_batch(1, 96, 128, instances=3) if is_det(cfg) else seg_batch(2, 64, 64)
     before = model.backbone.downsample_layers[0][0].weight.detach().clone()
+    head = model.roi_head.bbox_head if is_det(cfg) else model.decode_head
+    head_weight = next(head.parameters())
+    head_before = head_weight.detach().clone()
     model.train()
     losses = model.train_step(copy.deepcopy(data), optim_wrapper)
     assert all(torch.isfinite(v).all() for v in losses.values())
-    assert not torch.equal(before, model.backbone.downsample_layers[0][0].weight)
+    # a frozen backbone stays as loaded; the heads train
+    assert torch.equal(before, model.backbone.downsample_layers[0][0].weight) == (name in FROZEN)
+    assert not torch.equal(head_before, head_weight)
 
     model.eval()
     with torch.no_grad():
@@ -351,6 +437,16 @@ def test_v2_multi_scale_test_scales(name, tmp_path):
     expected = [(round(crop * r), round(crop * r * 128 / 96)) for r in V2_TTA_RATIOS]
     assert shapes == [s for s in expected for _ in range(2)]
     assert [s.flip for s in out['data_samples']] == [False, True] * len(V2_TTA_RATIOS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', [n for n, m in MEASURED.items() if m.get('flops_g') is not None])
+def test_measured_params_and_flops(name):
+    """The measured numbers of the configs without published ones are what
+    tools/analysis/get_flops.py counts at the config's flops_shape (the papers' input sizes)."""
+    result = model_complexity(load(name))
+    assert result['params'] / 1e6 == pytest.approx(MEASURED[name]['params_m'], rel=0.005)
+    assert result['flops'] / 1e9 == pytest.approx(MEASURED[name]['flops_g'], rel=0.005)
 
 
 def test_get_flops_tool():

@@ -222,3 +222,42 @@ def test_v2_same_as_mmdet_constructor_on_its_v2_config():
         assert weight_decay == theirs[name][1], name
     assert mine['backbone.stages.2.5.grn.gamma'][1] == 0.
     assert mine['backbone.stages.2.5.pwconv1.weight'][1] == 0.05
+
+
+# -- the DINOv3 / CLIP configs' backbones -------------------------------------------------------
+@pytest.mark.parametrize('decay_type', ['layer_wise', 'stage_wise'])
+def test_xxlarge_groups_follow_its_depths(decay_type):
+    """CLIP's ConvNeXt-XXLarge has depths 3/4/30/3, unlike every paper size: the layer ids its
+    depths imply (stage 1's fourth block, stage 2's 30 blocks in groups of 3), as mmseg's
+    constructor assigns them. Built on the meta device (895M parameters)."""
+    from mmseg.engine.optimizers import LearningRateDecayOptimizerConstructor
+    with torch.device('meta'):
+        model = build_upernet('xxlarge')
+    num_layers = model.backbone.default_num_layers()
+    assert num_layers == 3 + (30 + 2) // 3 == 13
+    paramwise = dict(decay_rate=0.9, decay_type=decay_type, num_layers=num_layers)
+    optimizer = build_optim_wrapper(model, optim_cfg(**paramwise)).optimizer
+    theirs = upstream_settings(LearningRateDecayOptimizerConstructor, model, **paramwise)
+    assert_same_settings(model, settings_by_param(optimizer), theirs)
+    layer_id = {n: g['layer_id'] for g in optimizer.param_groups for n in g['param_names']}
+    expected = {'backbone.stages.1.3.dwconv.weight': 2,
+                'backbone.stages.2.29.dwconv.weight': 3 + 29 // 3,
+                'backbone.stages.3.2.dwconv.weight': num_layers,
+                'backbone.norm3.weight': num_layers + 1}
+    if decay_type == 'stage_wise':
+        expected.update({'backbone.stages.1.3.dwconv.weight': 2,
+                         'backbone.stages.2.29.dwconv.weight': 3,
+                         'backbone.stages.3.2.dwconv.weight': 4})
+    assert {n: layer_id[n] for n in expected} == expected
+    assert max(layer_id.values()) == num_layers + 1
+
+
+def test_frozen_backbone_leaves_only_the_heads():
+    """The frozen-backbone UperNet configs (frozen_stages=4): no backbone parameter in the
+    optimizer, the heads at the base lr."""
+    model = build_upernet('atto', frozen_stages=4)
+    optimizer = build_optim_wrapper(model, optim_cfg(decay_rate=0.9, decay_type='stage_wise',
+                                                     num_layers=6)).optimizer
+    names = [n for g in optimizer.param_groups for n in g['param_names']]
+    assert names and not any(n.startswith('backbone.') for n in names)
+    assert {g['lr'] for g in optimizer.param_groups} == {OPTIMIZER['lr']}

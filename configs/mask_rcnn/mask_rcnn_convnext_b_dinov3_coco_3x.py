@@ -1,0 +1,29 @@
+# Mask R-CNN ConvNeXt-B, DINOv3 weights, 3x (36 epochs), multi-scale 480-800 + crop: the ConvNeXt
+# paper's Mask R-CNN recipe (_base_/mask_rcnn_convnext_coco_3x.py). The paper tunes Mask R-CNN for
+# T only; the lr, layer decay and drop path of B are those of its Cascade recipe of this size
+# (cascade_convnext_b_in22k_coco_3x.py), tuned by the same authors on the same backbone (for T the
+# two recipes differ: lr 1e-4 / decay 0.95 vs 2e-4 / 0.7).
+# Weights: DINOv3 ConvNeXt-B, distilled from the DINOv3 ViT-7B on LVD-1689M (Simeoni et al. 2025):
+# facebookresearch/dinov3's file, at the URL its dinov3/hub/backbones.py builds. The download is
+# gated: accept the licence on Meta's DINOv3 download page, then set
+# model.backbone.init_cfg.checkpoint to the URL you are sent or a local copy (timm's and Hugging
+# Face's copies load too). Its final norm normalises the patch tokens and becomes the stage-4
+# output norm (docs/checkpoints.md). DINOv3 License:
+# https://github.com/facebookresearch/dinov3/blob/main/LICENSE.md
+# Input as DINOv3 was trained: ImageNet mean/std, RGB (dinov3/data/transforms.py), the base's
+# data_preprocessor. No published results: DINOv3 reports frozen linear probes only
+# (configs/metafile.yml).
+_base_ = ['./_base_/mask_rcnn_convnext_coco_3x.py']
+
+pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_base/'
+              'dinov3_convnext_base_pretrain_lvd1689m-801f2ba9.pth')
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.6,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4),
+    paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12))

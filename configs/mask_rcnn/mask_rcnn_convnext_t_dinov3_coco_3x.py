@@ -1,0 +1,17 @@
+# Mask R-CNN ConvNeXt-T, DINOv3 weights, 3x (36 epochs), multi-scale 480-800 + crop: the ConvNeXt
+# paper's Mask R-CNN ConvNeXt-T recipe (mask_rcnn_convnext_t_coco_3x.py) with the DINOv3 backbone.
+# Weights: DINOv3 ConvNeXt-T, distilled from the DINOv3 ViT-7B on LVD-1689M (Simeoni et al. 2025):
+# facebookresearch/dinov3's file, at the URL its dinov3/hub/backbones.py builds. The download is
+# gated: accept the licence on Meta's DINOv3 download page, then set
+# model.backbone.init_cfg.checkpoint to the URL you are sent or a local copy (timm's and Hugging
+# Face's copies load too). Its final norm normalises the patch tokens and becomes the stage-4
+# output norm (docs/checkpoints.md). DINOv3 License:
+# https://github.com/facebookresearch/dinov3/blob/main/LICENSE.md
+# Input as DINOv3 was trained: ImageNet mean/std, RGB (dinov3/data/transforms.py), the base's
+# data_preprocessor. No published results: DINOv3 reports frozen linear probes only
+# (configs/metafile.yml).
+_base_ = ['./mask_rcnn_convnext_t_coco_3x.py']
+
+pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_tiny/'
+              'dinov3_convnext_tiny_pretrain_lvd1689m-21b726bb.pth')
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

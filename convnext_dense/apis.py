@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils
 from .checkpoint import load_model_checkpoint
 from .engine.data_checks import check_coco_annotation
 from .engine.run_config import adapt_to_cpu, load_config
+from .ops.roi_ops import set_roi_ops
 from .visualization import (
     Picture,
     compose,
@@ -345,6 +346,7 @@ def draw_prediction(image: str,
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
     cfg = load_config(config, cfg_options)
+    set_roi_ops(cfg.get('roi_ops', 'auto'))  # RoIAlign/NMS kernels (convnext_dense.ops.roi_ops)
     if device == 'cpu':
         adapt_to_cpu(cfg)
     if cfg.default_scope == 'mmdet':
@@ -353,8 +355,9 @@ def draw_prediction(image: str,
         annotations = None if gt is None else read_coco_instances(gt, image, shape, gt_id)[1]
         # Built without the checkpoint: mmdet/mmseg load it with strict=False (and mmseg fails
         # on a file without 'meta'); load_model_checkpoint checks every tensor.
-        with warnings.catch_warnings():  # "checkpoint is None, use COCO classes": not so here
-            warnings.simplefilter('ignore')
+        # "checkpoint is None, use COCO classes": not so here. Recorded and dropped: mmdet sets
+        # simplefilter('once') right before it, which would beat an 'ignore' filter.
+        with warnings.catch_warnings(record=True):
             model = init_detector(cfg, None, device=device)
         _, meta = load_model_checkpoint(model, checkpoint)
         model.dataset_meta = _dataset_meta(meta, cfg, DATASETS)

@@ -20,7 +20,7 @@ from convnext_dense.apis import (
     read_image,
     read_label_map,
 )
-from convnext_dense.datasets import make_toy_data
+from convnext_dense.datasets import COCO_METAINFO, SEG_METAINFO, make_toy_data
 from convnext_dense.visualization import MIN_PANEL_HEIGHT, label_outlines, upscale
 from tests.helpers import ROOT
 
@@ -36,8 +36,8 @@ def test_checkpoint_meta_first_then_the_config():
     mmcv1_meta = dict(CLASSES=['a', 'b'], PALETTE=[[1, 2, 3], [4, 5, 6]])
     assert _dataset_meta(mmcv1_meta, cfg, DATASETS) == dict(classes=('a', 'b'),
                                                            palette=[[1, 2, 3], [4, 5, 6]])
-    # no meta: the toy config's metainfo, or the dataset class's (ADE20K's 150 classes)
-    assert _dataset_meta({}, cfg, DATASETS)['classes'] == tuple(cfg.classes)
+    # no meta: the config's dataset class's (the toy set's, ADE20K's 150 classes)
+    assert _dataset_meta({}, cfg, DATASETS)['classes'] == SEG_METAINFO['classes']
     ade = _dataset_meta({}, Config.fromfile(ADE), DATASETS)
     assert ade['classes'] == ADE20KDataset.METAINFO['classes'] and len(ade['classes']) == 150
 
@@ -62,8 +62,9 @@ def save_untrained(config: str, scope: str, path: Path) -> Path:
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    meta = dict(dataset_meta=dict(classes=tuple(cfg.classes),
-                                  palette=[list(c) for c in cfg.palette]))
+    metainfo = SEG_METAINFO if scope == 'mmseg' else COCO_METAINFO
+    meta = dict(dataset_meta=dict(classes=tuple(metainfo['classes']),
+                                  palette=[list(c) for c in metainfo['palette']]))
     torch.save(dict(meta=meta, state_dict=model.state_dict()), path)
     return path
 
@@ -91,21 +92,20 @@ def test_segmentation_picture_shows_input_ground_truth_and_prediction(toy, tmp_p
     assert all(panel.shape == (384, 384, 3) for panel in panels)
     big = upscale(rgb, 3)
     assert np.array_equal(panels[0], big)
-    # ground truth: the toy label map stores class k as k + 1 and 0 for the ignored
-    # background (reduce_zero_label); class k is blended half and half with its colour
+    # ground truth: the toy label map stores every pixel's class, the background's (0)
+    # included; class k is blended half and half with its colour
     stored = upscale(cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED), 3)
-    assert np.array_equal(panels[1][stored == 0], big[stored == 0])
     # ... and each region is outlined in white on its inside
-    rims = label_outlines(np.where(stored == 0, 255, stored - 1), 5)
+    rims = label_outlines(stored, len(SEG_METAINFO['classes']))
     assert rims.any() and (panels[1][rims] == 255).all()
-    for label, colour in enumerate(Config.fromfile(TOY_SEG).palette):
-        where = (stored == label + 1) & ~rims
+    for label, colour in enumerate(SEG_METAINFO['palette']):
+        where = (stored == label) & ~rims
         if where.any():
             expected = big[where] * 0.5 + np.array(colour) * 0.5
             assert np.abs(panels[1][where] - expected).max() <= 1, label
-    assert (stored > 0).any()
+    assert (stored == 0).any() and (stored > 0).any()
     assert not np.array_equal(panels[2], big)  # every pixel gets a predicted class
-    assert [name for name, _ in picture.legend] == list(Config.fromfile(TOY_SEG).classes)
+    assert [name for name, _ in picture.legend] == list(SEG_METAINFO['classes'])
 
 
 def test_detection_picture_shows_input_ground_truth_and_prediction(toy, tmp_path):
@@ -155,7 +155,7 @@ def test_ground_truth_files_are_checked(toy, tmp_path):
     expected = [a for a in coco['annotations'] if a['image_id'] == record['id']]
     assert [a['bbox'] for a in annotations] == [
         [x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in expected)]
-    instances = coco_gt_instances(annotations, Config.fromfile(DET).classes, (128, 128))
+    instances = coco_gt_instances(annotations, COCO_METAINFO['classes'], (128, 128))
     assert instances.labels.tolist() == [a['category_id'] - 1 for a in expected]
     # masks decode to the annotated areas (polygons and both RLE forms)
     assert [int(m.sum()) for m in instances.masks] == [int(a['area']) for a in expected]
@@ -183,9 +183,10 @@ def test_ground_truth_files_are_checked(toy, tmp_path):
 
 
 def test_reduce_zero_label_comes_from_the_config():
-    # the toy config sets it on the dataset, the ADE20K one in LoadAnnotations
-    assert _reduce_zero_label(Config.fromfile(TOY_SEG), DATASETS) is True
+    # the toy set's dataset class scores its background (False), the ADE20K config sets it in
+    # LoadAnnotations
+    assert _reduce_zero_label(Config.fromfile(TOY_SEG), DATASETS) is False
     assert _reduce_zero_label(Config.fromfile(ADE), DATASETS) is True
     cfg = Config.fromfile(TOY_SEG)
-    cfg.test_dataloader.dataset.reduce_zero_label = False
-    assert _reduce_zero_label(cfg, DATASETS) is False
+    cfg.test_dataloader.dataset.reduce_zero_label = True
+    assert _reduce_zero_label(cfg, DATASETS) is True

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from convnext_dense.datasets import SEG_CLASSES, SEG_PALETTE
 from convnext_dense.visualization import (
     MAX_LEGEND_CLASSES,
     MIN_PANEL_HEIGHT,
@@ -12,8 +13,8 @@ from convnext_dense.visualization import (
     upscale,
 )
 
-CLASSES = ('circle', 'square', 'triangle', 'ring', 'star')
-PALETTE = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (240, 200, 30), (200, 60, 200)]
+# the toy segmentation set's: the background (black) and the five shapes
+CLASSES, PALETTE = SEG_CLASSES, SEG_PALETTE
 
 
 def random_image(height, width, seed=0):
@@ -134,10 +135,10 @@ def test_compose_errors_name_the_problem():
         compose([('a', image), ('b', random_image(32, 33))], CLASSES, PALETTE)
     with pytest.raises(ValueError, match='expected HxWx3'):
         compose([('a', image[..., 0])], CLASSES, PALETTE)
-    with pytest.raises(ValueError, match='2 palette colours for 5 classes'):
+    with pytest.raises(ValueError, match='2 palette colours for 6 classes'):
         compose([('a', image)], CLASSES, PALETTE[:2])
-    with pytest.raises(ValueError, match=r'shown=\[5\]'):
-        compose([('a', image)], CLASSES, PALETTE, shown=[0, 5])
+    with pytest.raises(ValueError, match=r'shown=\[6\]'):
+        compose([('a', image)], CLASSES, PALETTE, shown=[0, 6])
 
 
 def test_label_outlines_are_the_inner_rims_of_the_regions():

@@ -1,12 +1,13 @@
 """Time COCO box + mask evaluation of result files: pycocotools' own COCOeval against
-tools/coco_eval.py with --backend pycocotools and with faster-coco-eval (the default), each as a
-whole process, on a synthetic set (see convnext_dense/benchmarks/coco_eval_speed.py).
+tools/coco_eval.py with --backend pycocotools and with faster-coco-eval (the default) in one and
+in two processes, each as a whole process (wall time, and CPU time of it and its children), on a
+synthetic set (see convnext_dense/benchmarks/coco_eval_speed.py).
 
     python tools/benchmark_coco_eval.py [--num-images 2000] [--detections 100] [--repeats 3]
                                         [--seed 0] [--keep DIR] [--out results.json]
 
-It prints a markdown table (the one in docs/evaluation.md) and exits with 1 if the three do not
-give the same 24 numbers (within eps x the number of values each averages, about 2e-12; see
+It prints a markdown table (the one in docs/evaluation.md) and exits with 1 if the commands do
+not give the same 24 numbers (within eps x the number of values each averages, about 2e-12; see
 convnext_dense/evaluation/coco_eval.py).
 """
 import argparse

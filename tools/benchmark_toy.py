@@ -1,5 +1,6 @@
 """The learning check: train the toy UperNet and Mask R-CNN from scratch and report their
-held-out mIoU / box AP against the targets (mIoU >= 80, bbox AP >= 0.5); see
+held-out mIoU (background and 5 shapes) / box AP against the targets (mIoU >= 80, bbox AP >=
+0.5), beside the best score of a constant prediction; see
 convnext_dense/benchmarks/learning_check.py.
 
     python tools/benchmark_toy.py [--tasks upernet mask_rcnn] [--iters N] [--val-interval N]
@@ -7,7 +8,8 @@ convnext_dense/benchmarks/learning_check.py.
                                   [--out summary.json] [--cfg-options k=v ...]
 
 Makes its own toy set (WORK_DIR/data, larger than the demo's) unless it is there already, trains
-each task with tools/train.py and prints a Markdown table. Exits with 1 if a target is not met.
+each task with tools/train.py and prints a Markdown table. Exits with 1 if a target is not met,
+and refuses (exit 2) a target that predicting one class everywhere would reach.
 """
 import argparse
 import json
@@ -17,7 +19,13 @@ import sys
 
 import torch
 
-from convnext_dense.benchmarks.learning_check import TASKS, format_results, run_task
+from convnext_dense.benchmarks.learning_check import (
+    TASKS,
+    check_target,
+    constant_baseline,
+    format_results,
+    run_task,
+)
 from convnext_dense.datasets import make_toy_data
 
 CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # its tools/train.py and configs
@@ -51,6 +59,18 @@ def main():
     else:
         print(f'using the toy data already under {data_root} (delete it to make it anew with '
               'other --num-train/--num-val)', flush=True)
+    for name in args.tasks:  # before any training: a meaningless target is refused at once
+        task = TASKS[name]
+        baseline = constant_baseline(task, data_root)
+        if baseline is not None:
+            print(f'{name}: predicting {baseline.name!r} on every held-out pixel scores '
+                  f'{baseline.metric} {baseline.value:.2f} (the best constant prediction); '
+                  f'target {task.target:g}', flush=True)
+        try:
+            check_target(task, baseline)
+        except ValueError as error:
+            print(f'error: {error}', file=sys.stderr)
+            sys.exit(2)
     results = []
     for name in args.tasks:
         task = TASKS[name]
@@ -68,7 +88,10 @@ def main():
         num_train=args.num_train, num_val=args.num_val,
         results=[dict(task=r.task.name, iters=r.iters, seconds=round(r.seconds, 1),
                       metric=r.task.metric, target=r.task.target, final=r.final, met=r.met,
-                      evaluations=r.evaluations)
+                      evaluations=r.evaluations,
+                      constant_prediction=None if r.baseline is None else dict(
+                          label=r.baseline.label, name=r.baseline.name,
+                          value=r.baseline.value))
                  for r in results],
         table=table)
     out = args.out or osp.join(args.work_dir, 'summary.json')

@@ -3,8 +3,9 @@
     python tools/make_toy_data.py [--out data] [--num-train 64] [--num-val 16] [--size 128]
                                   [--seed 0] [--overwrite]
 
-Writes ``OUT/toy_coco`` (COCO instance segmentation) and ``OUT/toy_ade`` (ADE20K-style semantic
-segmentation); see convnext_dense/datasets/toy.py.
+Writes ``OUT/toy_coco`` (COCO instance segmentation of 5 shapes) and ``OUT/toy_ade`` (semantic
+segmentation in ADE20K's folder layout: the background and the 5 shapes, every pixel labelled);
+see convnext_dense/datasets/toy.py.
 """
 import argparse
 import sys
@@ -35,7 +36,8 @@ def main():
     except (FileExistsError, ValueError) as error:
         sys.exit(f'error: {error}')
     seconds = time.perf_counter() - start
-    print(f"classes: {', '.join(summary['classes'])}")
+    print(f"{summary['coco']} classes: {', '.join(summary['coco_classes'])}")
+    print(f"{summary['ade']} classes: {', '.join(summary['ade_classes'])} (every pixel)")
     for split in ('train', 'val'):
         info = summary[f'coco_{split}']
         print(f"{summary['coco']}: {split}: {info['images']} images, {info['annotations']} "

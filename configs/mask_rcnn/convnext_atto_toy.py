@@ -7,15 +7,16 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+# ToyCocoDataset (convnext_dense/datasets/toy_coco.py) holds the classes and palette
+custom_imports = dict(imports=['convnext_dense', 'convnext_dense.datasets.toy_coco'],
+                      allow_failed_imports=False)
 
-# convnext_dense.datasets.CLASSES / PALETTE (configs cannot import them)
-classes = ('circle', 'square', 'triangle', 'ring', 'star')
-palette = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (240, 200, 30), (200, 60, 200)]
-metainfo = dict(classes=classes, palette=palette)
-num_classes = len(classes)
+num_classes = 5  # the shapes (ToyCocoDataset.METAINFO)
 image_size = (128, 128)
 max_iters = 300
+# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
+# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
+roi_ops = 'auto'
 
 # Slimmed heads and fewer sampled RoIs than the COCO recipe (256-channel FPN, 512 RoIs per
 # image): the toy images hold at most 5 objects, and on a CPU the RoI heads' convolutions and
@@ -64,8 +65,8 @@ train_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
+        type='ToyCocoDataset',
         data_root=data_root,
-        metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=4),
@@ -75,8 +76,8 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=False,
     dataset=dict(
+        type='ToyCocoDataset',
         data_root=data_root,
-        metainfo=metainfo,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         pipeline=test_pipeline))
@@ -111,3 +112,12 @@ default_hooks = dict(
                     max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=20)
 randomness = dict(seed=0)
+
+# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
+# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
+# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
+custom_hooks = [
+    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
+    dict(type='StopSignalHook', signals=('SIGTERM', )),
+    dict(type='CheckpointWriteCheckHook'),
+]

@@ -6,13 +6,13 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+# ToySegDataset (convnext_dense/datasets/toy_seg.py) holds the classes and palette
+custom_imports = dict(imports=['convnext_dense', 'convnext_dense.datasets.toy_seg'],
+                      allow_failed_imports=False)
 
-# convnext_dense.datasets.CLASSES / PALETTE (configs cannot import them)
-classes = ('circle', 'square', 'triangle', 'ring', 'star')
-palette = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (240, 200, 30), (200, 60, 200)]
-metainfo = dict(classes=classes, palette=palette)
-num_classes = len(classes)  # label 0 (background) is ignored: reduce_zero_label
+# background + 5 shapes (ToySegDataset.METAINFO): every pixel is labelled and scored, the
+# background included (no reduce_zero_label)
+num_classes = 6
 crop_size = (128, 128)
 max_iters = 300
 norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs CUDA and several processes
@@ -23,22 +23,27 @@ model = dict(
     backbone=dict(
         _delete_=True, type='ConvNeXt', arch='atto', drop_path_rate=0.1, init_cfg=None),
     # mmseg's UPerHead / FCNHead with the loss computed without the full-resolution logits
-    # (convnext_dense/models/decode_heads.py), as the paper configs
+    # (convnext_dense/models/decode_heads.py), as the paper configs; averaged over the labelled
+    # pixels (avg_non_ignore), as PyTorch's cross-entropy: mmseg's default divides by all
+    # pixels, the padding of the crops (255, ignored) included
     decode_head=dict(
         type='ChunkedLossUPerHead', in_channels=[40, 80, 160, 320], channels=128,
-        num_classes=num_classes, norm_cfg=norm_cfg),
+        num_classes=num_classes, norm_cfg=norm_cfg,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                         avg_non_ignore=True)),
     auxiliary_head=dict(
         type='ChunkedLossFCNHead', in_channels=160, channels=64, num_classes=num_classes,
-        norm_cfg=norm_cfg))
+        norm_cfg=norm_cfg,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4,
+                         avg_non_ignore=True)))
 
-# ADE20KDataset only accepts class names out of its own 150 (it maps them to ADE20K's label
-# ids), so the toy set is read by BaseSegDataset with ADE20K's conventions.
-dataset_type = 'BaseSegDataset'
+# ADE20K's folder layout, with its own classes (ADE20KDataset only accepts class names out of
+# its 150) and the background scored
+dataset_type = 'ToySegDataset'
 data_root = 'data/toy_ade'
-ade_format = dict(img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),  # reduce_zero_label comes from the dataset
+    dict(type='LoadAnnotations'),  # reduce_zero_label (False) comes from the dataset
     dict(type='RandomResize', scale=(256, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -48,7 +53,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(256, 128), keep_ratio=True),
-    dict(type='LoadAnnotations'),  # reduce_zero_label comes from the dataset
+    dict(type='LoadAnnotations'),  # reduce_zero_label (False) comes from the dataset
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
@@ -58,8 +63,6 @@ train_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        metainfo=metainfo,
-        **ade_format,
         data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
         pipeline=train_pipeline))
 val_dataloader = dict(
@@ -69,8 +72,6 @@ val_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        metainfo=metainfo,
-        **ade_format,
         data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
@@ -103,3 +104,12 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 randomness = dict(seed=0)
+
+# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
+# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
+# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
+custom_hooks = [
+    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
+    dict(type='StopSignalHook', signals=('SIGTERM', )),
+    dict(type='CheckpointWriteCheckHook'),
+]

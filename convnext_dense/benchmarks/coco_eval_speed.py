@@ -1,6 +1,7 @@
 """Speed of COCO box + mask evaluation of result files (``tools/benchmark_coco_eval.py``):
 pycocotools' own ``COCOeval`` against ``tools/coco_eval.py`` with either backend, each timed as a
-whole process.
+whole process: wall time, and CPU time (user + system of the process and the processes it
+started).
 
 :func:`synthetic_coco` makes a COCO-like set (640x480 images, ~7 objects each with polygon
 masks, a share stored as RLE, crowd regions, 10 categories) and detections made from it:
@@ -10,10 +11,12 @@ JSON files and times, in turns so that a change in the machine's load hits every
 
 * pycocotools' ``COCOeval`` run by a minimal script (:data:`REFERENCE_SCRIPT`: ``loadRes``,
   ``evaluate``, ``accumulate``, ``summarize`` for bbox and segm), the reference;
-* ``tools/coco_eval.py --backend pycocotools``;
-* ``tools/coco_eval.py`` (faster-coco-eval, the default);
+* ``tools/coco_eval.py --backend pycocotools --jobs 2`` (bbox and segm in two processes);
+* ``tools/coco_eval.py --jobs 1`` (faster-coco-eval, the default backend, in one process);
+* ``tools/coco_eval.py --jobs 2`` (faster-coco-eval in two processes, the default on Linux with
+  2 CPUs);
 
-and checks that all three give the same 24 numbers.
+and checks that all give the same 24 numbers.
 """
 from __future__ import annotations
 
@@ -206,16 +209,19 @@ class Contender:
 
 def contenders(paths: dict[str, Path], out_dir: Path,
                python: str = sys.executable) -> list[Contender]:
-    """The three commands, the reference first."""
+    """The four commands, the reference first."""
     files = [str(paths['ann']), str(paths['bbox']), str(paths['segm'])]
     tool = [python, str(TOOL), '--ann', files[0], '--bbox', files[1], '--segm', files[2]]
     return [
         Contender("pycocotools' COCOeval (minimal script)",
                   [python, '-c', REFERENCE_SCRIPT, *files]),
-        Contender('tools/coco_eval.py --backend pycocotools',
-                  tool + ['--backend', 'pycocotools', '--out', str(out_dir / 'pycocotools.json')]),
-        Contender('tools/coco_eval.py (faster_coco_eval)',
-                  tool + ['--out', str(out_dir / 'faster_coco_eval.json')]),
+        Contender('tools/coco_eval.py --backend pycocotools --jobs 2',
+                  tool + ['--backend', 'pycocotools', '--jobs', '2',
+                          '--out', str(out_dir / 'pycocotools.json')]),
+        Contender('tools/coco_eval.py --jobs 1 (faster_coco_eval, one process)',
+                  tool + ['--jobs', '1', '--out', str(out_dir / 'faster_coco_eval_1.json')]),
+        Contender('tools/coco_eval.py --jobs 2 (faster_coco_eval, bbox and segm side by side)',
+                  tool + ['--jobs', '2', '--out', str(out_dir / 'faster_coco_eval_2.json')]),
     ]
 
 
@@ -233,7 +239,9 @@ def _run(contender: Contender) -> None:
         raise RuntimeError(f'{contender.name} failed (exit {done.returncode}):\n'
                            f'{done.stderr[-3000:]}')
     contender.seconds.append(seconds)
-    # CPU time as well: on a shared machine the wall time also measures the other jobs
+    # CPU time as well: on a shared machine the wall time also measures the other jobs. The
+    # tool's own children (bbox and segm side by side) are in it: it waits for them, and the
+    # usage of waited-for descendants adds up to its parent's.
     contender.cpu_seconds.append(_cpu_of_children() - cpu)
     if contender.stats is None:
         if contender.argv[1] == '-c':
@@ -271,7 +279,7 @@ class BenchmarkResult:
 
 def run_benchmark(folder: str | Path, num_images: int = 2000, repeats: int = 3, seed: int = 0,
                   log=print, **data_kwargs) -> BenchmarkResult:
-    """Write the synthetic set into ``folder`` and time the three commands ``repeats`` times
+    """Write the synthetic set into ``folder`` and time the four commands ``repeats`` times
     each, in turns."""
     folder = Path(folder)
     start = time.perf_counter()
@@ -283,6 +291,8 @@ def run_benchmark(folder: str | Path, num_images: int = 2000, repeats: int = 3, 
     runs = contenders(paths, folder)
     environment = dict(
         python=platform.python_version(), cpus=str(os.cpu_count()),
+        cpus_available=str(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                           else os.cpu_count()),
         load_average=' '.join(f'{v:.1f}' for v in os.getloadavg()),
         **{name: metadata.version(name) for name in ('pycocotools', 'faster-coco-eval')})
     for round_index in range(repeats):
@@ -300,7 +310,7 @@ def format_table(result: BenchmarkResult) -> str:
     the largest difference of the 24 numbers from the reference's."""
     reference = result.contenders[0]
     lines = [f'| command | wall time (median of {result.repeats}) | speed-up, wall | '
-             'CPU time, user + system (median) | speed-up, CPU | '
+             'CPU time, user + system incl. child processes (median) | speed-up, CPU | '
              'max abs difference of the 24 numbers |', '|---|---|---|---|---|---|']
     for contender in result.contenders:
         lines.append(f'| {contender.name} | {contender.median:.2f} s | '

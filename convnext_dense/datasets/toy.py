@@ -1,9 +1,9 @@
 """Synthetic toy scenes for trying the detection and segmentation configs without real data.
 
-A scene is a textured, noisy background with a few objects of :data:`CLASSES` painted on it,
-each class with its own shape, colour and texture, in varied sizes and rotations. Objects are
-painted in order, so later ones partly cover earlier ones; the instance masks are the visible
-parts. :func:`make_toy_data` writes, from one seed and byte for byte reproducibly:
+A scene is a textured, noisy background with a few objects of :data:`SHAPE_CLASSES` painted on
+it, each class with its own shape, colour and texture, in varied sizes and rotations. Objects
+are painted in order, so later ones partly cover earlier ones; the instance masks are the
+visible parts. :func:`make_toy_data` writes, from one seed and byte for byte reproducibly:
 
 * ``OUT/toy_coco``: COCO instance segmentation, ``{train,val}/NNNNNN.png`` and
   ``annotations/instances_{train,val}.json``. Most masks are polygons; rings (their hole cannot
@@ -11,9 +11,15 @@ parts. :func:`make_toy_data` writes, from one seed and byte for byte reproducibl
   uncompressed (``counts`` list) or compressed (``counts`` string), so every mask path of the
   loaders and of COCOeval is exercised. ``bbox`` and ``area`` are those of the mask the
   annotation decodes to.
-* ``OUT/toy_ade``: ADE20K-style semantic segmentation, ``images/{training,validation}/*.jpg``
-  and ``annotations/{training,validation}/*.png`` with 0 = background (ignored, as ADE20K's
-  "other" with ``reduce_zero_label=True``) and class ``k`` of :data:`CLASSES` as ``k + 1``.
+* ``OUT/toy_ade``: ADE20K's folder layout for semantic segmentation,
+  ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png`` holding
+  the index into :data:`SEG_CLASSES` of every pixel: 0 = background, a class of its own (unlike
+  ADE20K's ignored "other": every pixel is scored), shape ``k`` of :data:`SHAPE_CLASSES` as
+  ``k + 1``.
+
+The detection set's classes are the shapes (:data:`COCO_METAINFO`), the segmentation set's the
+background and the shapes (:data:`SEG_METAINFO`); the toy configs take them from the dataset
+classes that hold them (:mod:`.toy_coco`, :mod:`.toy_seg`), so they are written here only.
 
 Both datasets are written into a temporary folder next to their destination and renamed into
 place when complete, so an interrupted run leaves no half-written dataset.
@@ -32,12 +38,19 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'ring', 'star')
-# RGB; the colour each class is painted in (textures vary around it) and drawn with.
-PALETTE: list[list[int]] = [[220, 40, 40], [40, 170, 60], [50, 80, 220], [240, 200, 30],
-                            [200, 60, 200]]
-# The dataset metainfo of both toy sets (the toy configs state the same, checked by the tests).
-METAINFO: dict[str, Any] = dict(classes=CLASSES, palette=PALETTE)
+SHAPE_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'ring', 'star')
+# RGB; the colour each shape is painted in (textures vary around it) and drawn with.
+SHAPE_PALETTE: list[list[int]] = [[220, 40, 40], [40, 170, 60], [50, 80, 220], [240, 200, 30],
+                                  [200, 60, 200]]
+# Black: blended half and half over the image it darkens the predicted background, so that the
+# shapes (tinted with the colour they are painted in) stand out, and so does any pixel the model
+# gives to the wrong side.
+BACKGROUND_CLASS, BACKGROUND_COLOR = 'background', [0, 0, 0]
+SEG_CLASSES: tuple[str, ...] = (BACKGROUND_CLASS, *SHAPE_CLASSES)
+SEG_PALETTE: list[list[int]] = [BACKGROUND_COLOR, *SHAPE_PALETTE]
+# The datasets' metainfo: instances of the shapes; every pixel, background included.
+COCO_METAINFO: dict[str, Any] = dict(classes=SHAPE_CLASSES, palette=SHAPE_PALETTE)
+SEG_METAINFO: dict[str, Any] = dict(classes=SEG_CLASSES, palette=SEG_PALETTE)
 COCO_DIR, ADE_DIR = 'toy_coco', 'toy_ade'
 SPLITS = (('train', 'training'), ('val', 'validation'))  # (COCO name, ADE20K name)
 
@@ -50,7 +63,7 @@ RLE_FRACTION = 0.15  # polygon-able objects stored as RLE anyway, to exercise th
 
 @dataclass
 class ToyObject:
-    """One painted object: its class index into :data:`CLASSES` and its visible mask."""
+    """One painted object: its class index into :data:`SHAPE_CLASSES` and its visible mask."""
 
     label: int
     mask: np.ndarray  # bool HxW, the visible part
@@ -81,7 +94,7 @@ def _shape_mask(label: int, cx: float, cy: float, radius: float, angle: float,
     """The full (unoccluded) mask of class ``label`` centred at (cx, cy)."""
     yy, xx = np.mgrid[:size, :size] + 0.5  # pixel centres
     dist2 = (xx - cx) ** 2 + (yy - cy) ** 2
-    name = CLASSES[label]
+    name = SHAPE_CLASSES[label]
     if name == 'circle':
         return dist2 <= radius ** 2
     if name == 'ring':
@@ -101,8 +114,8 @@ def _texture(label: int, rng: np.random.Generator, size: int, cx: float, cy: flo
              radius: float) -> np.ndarray:
     """An HxWx3 float RGB texture of class ``label`` (painted where the mask is)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    base = np.asarray(PALETTE[label], np.float32) * rng.uniform(0.85, 1.1)
-    name = CLASSES[label]
+    base = np.asarray(SHAPE_PALETTE[label], np.float32) * rng.uniform(0.85, 1.1)
+    name = SHAPE_CLASSES[label]
     if name == 'square':  # diagonal stripes
         period = rng.uniform(4, 7)
         stripes = (np.floor((xx + yy) / period) % 2)[..., None]
@@ -168,7 +181,7 @@ def generate_scene(rng: np.random.Generator,
     placed: list[_Placement] = []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         for _attempt in range(20):
-            label = int(rng.integers(len(CLASSES)))
+            label = int(rng.integers(len(SHAPE_CLASSES)))
             radius = rng.uniform(0.08, 0.2) * size
             if placed and rng.random() < 0.5:  # next to an earlier object: occlusion
                 other = placed[int(rng.integers(len(placed)))]
@@ -278,7 +291,7 @@ def _write_coco_split(root: str, split: str, rng: np.random.Generator, num: int,
         image_id = index + 1
         images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
         for obj in objects:
-            polygon_ok = CLASSES[obj.label] != 'ring' and rng.random() >= RLE_FRACTION
+            polygon_ok = SHAPE_CLASSES[obj.label] != 'ring' and rng.random() >= RLE_FRACTION
             if polygon_ok and mask_to_polygons(obj.mask) is not None:
                 form = 'polygon'
             else:  # alternate the two RLE forms
@@ -292,7 +305,7 @@ def _write_coco_split(root: str, split: str, rng: np.random.Generator, num: int,
     coco = dict(info=dict(description='convnext_dense toy instance segmentation', version='1.0'),
                 licenses=[], images=images, annotations=annotations,
                 categories=[dict(id=i + 1, name=name, supercategory='shape')
-                            for i, name in enumerate(CLASSES)])
+                            for i, name in enumerate(SHAPE_CLASSES)])
     ann_dir = osp.join(root, 'annotations')
     os.makedirs(ann_dir, exist_ok=True)
     with open(osp.join(ann_dir, f'instances_{split}.json'), 'w', encoding='utf-8') as f:
@@ -308,9 +321,9 @@ def _write_ade_split(root: str, split: str, rng: np.random.Generator, num: int,
     os.makedirs(label_dir)
     for index in range(num):
         image, objects = generate_scene(rng, size)
-        labels = np.zeros((size, size), np.uint8)  # 0: background, ignored in training
+        labels = np.full((size, size), SEG_CLASSES.index(BACKGROUND_CLASS), np.uint8)
         for obj in objects:
-            labels[obj.mask] = obj.label + 1
+            labels[obj.mask] = SEG_CLASSES.index(SHAPE_CLASSES[obj.label])
         name = f'toy_{split}_{index:06d}'
         _write_image(osp.join(image_dir, f'{name}.jpg'), image)
         if not cv2.imwrite(osp.join(label_dir, f'{name}.png'), labels):
@@ -370,7 +383,9 @@ def make_toy_data(out: str = 'data',
     # Independent streams: the COCO set does not change when the ADE20K set's sizes do.
     coco_seed, ade_seed = np.random.SeedSequence(seed).spawn(2)
     counts = dict(train=num_train, val=num_val)
-    summary: dict[str, Any] = dict(coco=coco_dir, ade=ade_dir, classes=list(CLASSES))
+    summary: dict[str, Any] = dict(coco=coco_dir, ade=ade_dir,
+                                   coco_classes=list(SHAPE_CLASSES),
+                                   ade_classes=list(SEG_CLASSES))
     tmp = tempfile.mkdtemp(dir=out, prefix='.toy_data.partial-')
     try:
         coco_rng = np.random.default_rng(coco_seed)

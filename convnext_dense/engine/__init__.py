@@ -1,5 +1,17 @@
-from .atomic_io import AtomicLocalBackend, atomic_write, register_atomic_local_backend
+from .atomic_io import (
+    AtomicLocalBackend,
+    atomic_open,
+    atomic_write,
+    register_atomic_local_backend,
+)
 from .compat import allow_bf16_nms, guard_mmpretrain_import, import_mmpretrain
+from .fail_safe import (
+    CheckpointWriteCheckHook,
+    CheckpointWriteError,
+    NonFiniteCheckHook,
+    NonFiniteTrainingError,
+    StopSignalHook,
+)
 from .fast_path import (
     BF16OptimWrapper,
     FastPathHook,
@@ -14,7 +26,9 @@ from .torch_load import (
     register_mmengine_loader,
 )
 
-__all__ = ['AtomicLocalBackend', 'BF16OptimWrapper', 'FastPathHook', 'apply_fast_path',
+__all__ = ['AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointWriteCheckHook',
+           'CheckpointWriteError', 'FastPathHook', 'NonFiniteCheckHook', 'NonFiniteTrainingError',
+           'StopSignalHook', 'apply_fast_path', 'atomic_open',
            'configure_fast_path', 'EvalProgressBarHook', 'LoadCheckpointHook', 'RNGStateHook',
            'UnsafeCheckpointError', 'allow_bf16_nms', 'allow_mmengine_checkpoints',
            'atomic_write', 'guard_mmpretrain_import', 'import_mmpretrain', 'read_checkpoint',

@@ -1,13 +1,18 @@
 """Crash-safe writes for mmengine's local file backend.
 
-mmengine 0.10.7 writes checkpoints and the ``last_checkpoint`` pointer with a plain
-``open(path, 'wb').write(...)``: a run killed while writing leaves a truncated file, and a
-truncated pointer makes ``--resume auto`` fail. :class:`AtomicLocalBackend` writes to a
-temporary file in the same folder, flushes it to disk and renames it over the target
-(``os.replace`` is atomic on POSIX), so a reader sees either the old file or the whole new one.
+mmengine 0.10.7 writes checkpoints through its local file backend with a plain
+``open(path, 'wb').write(...)``, and ``CheckpointHook`` writes the ``last_checkpoint`` pointer
+with ``open(path, 'w')``: a run killed while writing leaves a truncated file, and a full disk
+an emptied pointer, either of which ``--resume`` then fails on. :class:`AtomicLocalBackend`
+writes to a temporary file in the same folder, flushes it to disk and renames it over the
+target (``os.replace`` is atomic on POSIX), so a reader sees either the old file or the whole
+new one; :func:`atomic_open` does the same for the pointer.
 """
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +31,10 @@ def atomic_write(data: bytes, filepath: str | Path) -> None:
     """Write ``data`` to ``filepath`` all at once or not at all, with the permissions a plain
     ``open(filepath, 'wb')`` would give it."""
     folder = os.path.dirname(os.path.abspath(filepath))
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        # makedirs would say "File exists", which reads as if nothing were wrong
+        raise NotADirectoryError(errno.ENOTDIR, 'the folder to write into is not a folder',
+                                 folder)
     os.makedirs(folder, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(filepath)}.',
                                    suffix='.partial')
@@ -43,6 +52,35 @@ def atomic_write(data: bytes, filepath: str | Path) -> None:
         raise
 
 
+class _AtomicTextFile(io.StringIO):
+    """Text written to it goes to its file atomically when it is closed without an error."""
+
+    def __init__(self, filepath, encoding: str | None) -> None:
+        super().__init__()
+        self._filepath = filepath
+        self._encoding = encoding or 'utf-8'
+
+    def close(self) -> None:
+        if not self.closed:
+            data = self.getvalue().encode(self._encoding)
+            super().close()
+            atomic_write(data, self._filepath)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:  # the old file stays as it was
+            super().close()
+        else:
+            self.close()
+
+
+def atomic_open(file, mode: str = 'r', *args, **kwargs):
+    """``open``, except that a file opened for writing text (``'w'``) by path is written
+    atomically when it is closed, and not at all if its ``with`` block raises."""
+    if mode in ('w', 'wt') and isinstance(file, (str, os.PathLike)) and not args:
+        return _AtomicTextFile(file, kwargs.get('encoding'))
+    return builtins.open(file, mode, *args, **kwargs)
+
+
 class AtomicLocalBackend(LocalBackend):
     """mmengine's local backend with atomic ``put`` and ``put_text``."""
 
@@ -54,8 +92,14 @@ class AtomicLocalBackend(LocalBackend):
 
 
 def register_atomic_local_backend() -> None:
-    """Make ``AtomicLocalBackend`` the backend of local paths (checkpoints, last_checkpoint)."""
+    """Make ``AtomicLocalBackend`` the backend of local paths (checkpoints) and write
+    ``CheckpointHook``'s ``last_checkpoint`` pointer atomically."""
+    from mmengine.hooks import checkpoint_hook
+
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    # CheckpointHook opens one file, the pointer, by the built-in name `open`: a module global
+    # of that name takes its place.
+    checkpoint_hook.open = atomic_open
     # get_file_backend caches instances; drop cached plain local backends.
     for key in [k for k, v in backend_instances.items() if type(v) is LocalBackend]:
         del backend_instances[key]

@@ -1,6 +1,6 @@
 """Evaluation: COCO box and mask AP of saved result files (:mod:`.coco_eval`,
 ``tools/coco_eval.py``) and the ``FastCocoMetric`` evaluator for configs (:mod:`.metric`), both
-with faster-coco-eval or pycocotools."""
+with faster-coco-eval (fed in bulk, :mod:`.bulk`) or pycocotools."""
 from .coco_eval import (
                         BACKENDS,
                         DEFAULT_BACKEND,

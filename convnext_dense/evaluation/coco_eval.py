@@ -11,7 +11,9 @@ an ``AssertionError`` or a ``KeyError`` inside the COCO library, or a silent AP 
 Two backends compute the same numbers:
 
 * ``'faster_coco_eval'`` (default): faster-coco-eval's ``COCOeval_faster``, whose per-image
-  matching and accumulation run in C++ (a port of detectron2's ``COCOeval_opt``). Its
+  matching and accumulation run in C++ (a port of detectron2's ``COCOeval_opt``), fed in bulk
+  (:mod:`.bulk`: the detections indexed and their IoUs computed per (image, category) group
+  instead of per result in Python; bitwise the arrays of ``COCOeval_faster`` itself). Its
   precision/recall arrays are pycocotools' with one exception: pycocotools divides by
   ``tp + fp + np.spacing(1)``, which changes the quotient only where ``tp + fp == 1`` (precision
   ``1 - 2**-52`` instead of ``1.0``; the eps vanishes in any denominator >= 2). Each of the 12
@@ -27,18 +29,28 @@ e.g. mmdet's ``CocoMetric``, which sets ``maxDets`` to its ``proposal_nums`` (10
 reads ``mAP`` at 100 but ``mAP_50`` ... ``mAP_l`` at 1000; the tool uses pycocotools' default
 (1, 10, 100), so its AR columns are AR@1/10/100.
 
+:func:`evaluate_files` evaluates bbox and segm side by side in two forked processes on Linux
+where the process may use two CPUs (``jobs``), sharing the annotation index; the numbers do not
+depend on it.
+
 This module imports neither torch nor mmengine, mmcv, mmdet (``tools/coco_eval.py`` starts in
 well under a second); the COCO library of the chosen backend is imported on first use.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import io
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
 import os.path as osp
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -72,8 +84,10 @@ def coco_api(backend: str) -> tuple[type, type]:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
         return COCO, COCOeval
-    from faster_coco_eval import COCO, COCOeval_faster
-    return COCO, COCOeval_faster
+    from faster_coco_eval import COCO
+
+    from .bulk import BulkCOCOeval  # COCOeval_faster, prepared in bulk
+    return COCO, BulkCOCOeval
 
 
 @contextlib.contextmanager
@@ -130,6 +144,18 @@ def _preview(ids: list) -> str:
     return f'{shown}, ... ({len(ids)} in all)' if len(ids) > 5 else shown
 
 
+def _raise_incomplete_result(results_file: str, results: list, iou_type: str,
+                             needed: tuple[str, ...]) -> None:
+    """A ``ValueError`` naming the first result that is not a dict with the ``needed`` keys."""
+    needed_set = set(needed)
+    for index, result in enumerate(results):
+        if not isinstance(result, dict) or not needed_set <= result.keys():
+            missing = [key for key in needed if not isinstance(result, dict) or key not in result]
+            raise ValueError(f'results file {results_file!r}: result [{index}] has no '
+                             f'{", ".join(missing)} (a {iou_type} result needs {needed})')
+    raise AssertionError('called for results that all have the needed keys')
+
+
 def load_results(results_file: str, coco, iou_type: str,
                  ann_file: str = 'the annotation file') -> list[dict[str, Any]]:
     """Read and check a results file of ``iou_type`` against the annotations ``coco``.
@@ -160,19 +186,18 @@ def load_results(results_file: str, coco, iou_type: str,
         raise ValueError(f'results file {results_file!r} is empty: no {iou_type} results to '
                          'evaluate')
     needed = ('image_id', 'category_id', 'score', _RESULT_KEY[iou_type])
-    needed_set = set(needed)
-    for index, result in enumerate(results):
-        if not isinstance(result, dict) or not needed_set <= result.keys():
-            missing = [key for key in needed if not isinstance(result, dict) or key not in result]
-            raise ValueError(f'results file {results_file!r}: result [{index}] has no '
-                             f'{", ".join(missing)} (a {iou_type} result needs {needed})')
-    unknown_images = sorted({r['image_id'] for r in results} - set(coco.getImgIds()),
+    try:  # one pass in C over hundreds of thousands of results; the loop below names a bad one
+        collections.deque(map(itemgetter(*needed), results), maxlen=0)
+    except (KeyError, TypeError, IndexError):
+        _raise_incomplete_result(results_file, results, iou_type, needed)
+    unknown_images = sorted(set(map(itemgetter('image_id'), results)) - set(coco.getImgIds()),
                             key=str)
     if unknown_images:
         raise ValueError(f'results file {results_file!r} is for another annotation set: image '
                          f'ids {_preview(unknown_images)} not in {ann_file}')
     categories = set(coco.getCatIds())
-    unknown_categories = sorted({r['category_id'] for r in results} - categories, key=str)
+    unknown_categories = sorted(set(map(itemgetter('category_id'), results)) - categories,
+                                key=str)
     if unknown_categories:
         raise ValueError(f'results file {results_file!r}: category ids '
                          f'{_preview(unknown_categories)} are not among the categories of '
@@ -181,13 +206,20 @@ def load_results(results_file: str, coco, iou_type: str,
 
 
 def load_detections(coco, results: list[dict[str, Any]], iou_type: str):
-    """``coco.loadRes(results)``: the results indexed as a ``COCO`` of the same backend.
+    """``coco.loadRes(results)``: the results indexed as a ``COCO`` of the same backend (for
+    faster-coco-eval, built in bulk by :func:`.bulk.index_detections`, the same index).
 
-    For ``segm``, the results' boxes are left out: both libraries' ``loadRes`` take a result's
-    area from its box whenever it has one, and mmdet writes boxes into its segm results too, so
-    the areas, and with them the small/medium/large split, would be the boxes'. mmdet's
-    ``CocoMetric`` and detectron2 drop the boxes as well.
+    For ``segm``, the areas are the masks' whatever boxes the results hold: both libraries'
+    ``loadRes`` take a result's area from its box whenever it has one, and mmdet writes boxes
+    into its segm results too, so the areas, and with them the small/medium/large split, would
+    be the boxes'. The boxes are left out of what pycocotools' ``loadRes`` sees (mmdet's
+    ``CocoMetric`` and detectron2 drop them as well); the bulk index takes every segm area from
+    the mask.
     """
+    faster_coco_eval = sys.modules.get('faster_coco_eval')  # imported if coco is its COCO
+    if faster_coco_eval is not None and isinstance(coco, faster_coco_eval.COCO):
+        from .bulk import index_detections
+        return index_detections(coco, results, iou_type)
     if iou_type == 'segm' and any('bbox' in r for r in results):
         results = [{k: v for k, v in r.items() if k != 'bbox'} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools: "Loading and preparing..."
@@ -319,9 +351,140 @@ def evaluate(coco, results: list[dict[str, Any]], iou_type: str,
     return dict(zip(METRIC_NAMES, stats)), lines
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Whether :func:`evaluate_files` can fork its children (which share the parent's annotation
+    index instead of loading it again): not on Windows."""
+    return 'fork' in multiprocessing.get_all_start_methods()
+
+
+def default_jobs(num_iou_types: int = len(IOU_TYPES)) -> int:
+    """Processes :func:`evaluate_files` uses by default: on Linux one per iou type, at most one
+    per CPU; elsewhere 1 (macOS can fork, but system libraries may not survive it, which is why
+    Python no longer forks there by default; ``jobs=2`` asks for it)."""
+    if not sys.platform.startswith('linux') or not can_fork():
+        return 1
+    return max(1, min(num_iou_types, available_cpus()))
+
+
+def _evaluate_file(coco, results: list[dict[str, Any]], iou_type: str, results_file: str,
+                   backend: str, log: Log | None) -> dict[str, Any]:
+    num_results = len(results)
+    metrics, lines = evaluate(coco, results, iou_type, backend, log)
+    return dict(results_file=results_file, num_results=num_results, metrics=metrics, lines=lines)
+
+
+def _load_checked(coco, iou_type: str, path: str, ann_file: str,
+                  log: Log | None) -> list[dict[str, Any]]:
+    with phase(log, f'{iou_type}: loading results {path}'):
+        return load_results(path, coco, iou_type, ann_file)
+
+
+# What a forked child evaluated, kept until it ends: multiprocessing ends a child with os._exit,
+# so hundreds of thousands of result dicts are never freed one by one (a tenth of an evaluation).
+_KEPT_UNTIL_EXIT: list = []
+
+
+def _child_evaluation(connection, coco, iou_type: str, path: str, ann_file: str, backend: str,
+                      log: Log | None) -> None:
+    """A forked child's part of :func:`evaluate_files`: check one file, report, wait for the
+    parent's go (every file checked), evaluate the file and send the result; its phase lines go
+    to the parent too (which hands them to ``log``), an error is sent instead of a result."""
+    def send_log(text: str) -> None:
+        connection.send(('log', text))
+
+    child_log = send_log if log is not None else None
+    try:
+        results = _load_checked(coco, iou_type, path, ann_file, child_log)
+        _KEPT_UNTIL_EXIT.append(results)
+        connection.send(('checked', None))
+        if connection.recv() != 'go':
+            return
+        connection.send(('done', _evaluate_file(coco, results, iou_type, path, backend,
+                                                child_log)))
+    except BaseException as error:  # noqa: BLE001 (any failure is the parent's to raise)
+        try:
+            connection.send(('error', error))
+        except Exception:  # noqa: BLE001 (an error that does not pickle)
+            connection.send(('error', RuntimeError(f'{type(error).__name__}: {error}')))
+
+
+def _gather(children: list, expected: str, log: Log | None) -> dict[str, Any]:
+    """Wait until every child has sent ``expected`` (or an error), handing their phase lines
+    to ``log`` as they come; raise the error of the first child (in ``children``'s order) that
+    sent one."""
+    pending = {connection: (iou_type, process) for iou_type, process, connection in children}
+    received = {}
+    while pending:
+        for connection in multiprocessing.connection.wait(list(pending)):
+            iou_type, process = pending[connection]
+            try:
+                kind, payload = connection.recv()
+            except EOFError:
+                process.join()
+                raise RuntimeError(f'the process evaluating {iou_type} ended with exit code '
+                                   f'{process.exitcode} before it sent its {expected} '
+                                   'message') from None
+            if kind == 'log':
+                if log is not None:
+                    log(payload)
+                continue
+            del pending[connection]
+            received[iou_type] = kind, payload
+    for iou_type, _, _ in children:
+        kind, payload = received[iou_type]
+        if kind == 'error':
+            raise payload
+        if kind != expected:
+            raise RuntimeError(f'the process evaluating {iou_type} sent {kind!r}, not '
+                               f'{expected!r}')
+    return {iou_type: payload for iou_type, (_, payload) in received.items()}
+
+
+def _evaluate_in_processes(coco, result_files: dict[str, str], ann_file: str, backend: str,
+                           log: Log | None) -> dict[str, dict[str, Any]]:
+    """Each iou type in a forked child, side by side, sharing the annotation index this process
+    loaded. Every file is checked before any evaluation starts; the error raised is that of the
+    first bad file in ``result_files``."""
+    context = multiprocessing.get_context('fork')
+    children = []
+    try:
+        for iou_type, path in result_files.items():
+            connection, child_end = context.Pipe()
+            process = context.Process(
+                target=_child_evaluation, name=f'coco_eval {iou_type}', daemon=True,
+                args=(child_end, coco, iou_type, path, ann_file, backend, log))
+            process.start()
+            child_end.close()
+            children.append((iou_type, process, connection))
+        _gather(children, 'checked', log)
+        for _, _, connection in children:
+            connection.send('go')
+        parts = _gather(children, 'done', log)
+    finally:
+        for _, process, connection in children:
+            if process.is_alive():  # after an error: a child waiting for its go stops
+                with contextlib.suppress(OSError):
+                    connection.send('stop')
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            connection.close()
+    return {iou_type: parts[iou_type] for iou_type in result_files}
+
+
 def evaluate_files(ann_file: str, result_files: dict[str, str],
                    backend: str = DEFAULT_BACKEND,
-                   log: Log | None = None) -> dict[str, Any]:
+                   log: Log | None = None,
+                   jobs: int | None = None) -> dict[str, Any]:
     """Evaluate result files of one annotation file.
 
     Args:
@@ -330,6 +493,10 @@ def evaluate_files(ann_file: str, result_files: dict[str, str],
         backend: ``'faster_coco_eval'`` or ``'pycocotools'`` (the same numbers, see the module
             docstring).
         log: reports each phase (loading, indexing, evaluating) with its wall time.
+        jobs: processes to use (default: :func:`default_jobs`): with 2 or more, each iou type
+            is loaded and evaluated in a forked child, side by side, so bbox and segm take the
+            time of the slower one on 2 cores; with 1, one after the other in this process. The
+            numbers are the same with any ``jobs``.
 
     Returns:
         ``{'ann_file': ..., 'backend': ..., IOU_TYPE: {'results_file': ..., 'num_results': ...,
@@ -342,19 +509,24 @@ def evaluate_files(ann_file: str, result_files: dict[str, str],
     unknown = sorted(set(result_files) - set(IOU_TYPES))
     if unknown:
         raise ValueError(f'iou types {unknown} are not supported; use {IOU_TYPES}')
+    if jobs is None:
+        jobs = default_jobs(len(result_files))
+    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f'jobs={jobs!r}: use a positive number of processes')
+    elif jobs > 1 and not can_fork():
+        raise ValueError(f'jobs={jobs}: this platform cannot fork processes; use jobs=1')
     with paused_gc():
         with phase(log, f'loading annotations {ann_file}'):
             coco = load_annotations(ann_file, backend)
-        loaded = {}
-        for iou_type, path in result_files.items():
-            with phase(log, f'{iou_type}: loading results {path}'):
-                loaded[iou_type] = load_results(path, coco, iou_type, ann_file)
         summary: dict[str, Any] = dict(ann_file=ann_file, backend=backend)
+        if jobs > 1 and len(result_files) > 1:
+            summary.update(_evaluate_in_processes(coco, result_files, ann_file, backend, log))
+            return summary
+        loaded = {iou_type: _load_checked(coco, iou_type, path, ann_file, log)
+                  for iou_type, path in result_files.items()}
         for iou_type, results in loaded.items():
-            num_results = len(results)
-            metrics, lines = evaluate(coco, results, iou_type, backend, log)
-            summary[iou_type] = dict(results_file=result_files[iou_type],
-                                     num_results=num_results, metrics=metrics, lines=lines)
+            summary[iou_type] = _evaluate_file(coco, results, iou_type, result_files[iou_type],
+                                               backend, log)
     return summary
 
 

@@ -4,8 +4,11 @@ pycocotools, with the numbers of mmdet's ``CocoMetric`` from either.
 ``val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval', ann_file=...,
 metric=['bbox', 'segm'])`` takes every argument of ``CocoMetric`` and reports the same keys
 (``coco/bbox_mAP``, ..., ``AR@100`` for proposals, per-class precisions with ``classwise``). The
-per-image matching and accumulation, most of an evaluation's time, run in faster-coco-eval's C++;
-the 12 numbers follow pycocotools' ``summarize()`` on both backends (see
+per-image matching and accumulation run in faster-coco-eval's C++, the indexing of the results and
+their IoUs in bulk (:mod:`convnext_dense.evaluation.bulk`), one iou type after the other: unlike
+``tools/coco_eval.py`` it does not fork, as it runs inside the training or test process, where a
+fork next to CUDA and OpenMP threads is not safe. The 12 numbers follow pycocotools'
+``summarize()`` on both backends (see
 :mod:`convnext_dense.evaluation.coco_eval`), so ``mAP`` stays AP@100 under ``CocoMetric``'s
 ``proposal_nums`` (100, 300, 1000), as ``CocoMetric`` reports it.
 

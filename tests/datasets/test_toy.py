@@ -1,5 +1,6 @@
 """The toy data: reproducible, COCO masks consistent with their boxes and areas, occlusion,
-loadable by mmdet's and mmseg's datasets with the toy configs' settings, and safe to write."""
+loadable by mmdet's and mmseg's datasets with the toy configs' settings (the classes from one
+place, the background a scored class of the segmentation set), and safe to write."""
 import copy
 import filecmp
 import subprocess
@@ -11,7 +12,15 @@ import pytest
 from mmengine.config import Config
 from pycocotools.coco import COCO
 
-from convnext_dense.datasets import CLASSES, PALETTE, generate_scene, make_toy_data
+from convnext_dense.datasets import (
+    BACKGROUND_CLASS,
+    SEG_CLASSES,
+    SEG_PALETTE,
+    SHAPE_CLASSES,
+    SHAPE_PALETTE,
+    generate_scene,
+    make_toy_data,
+)
 from tests.helpers import ROOT
 
 DET_CONFIG = ROOT / 'configs/mask_rcnn/convnext_atto_toy.py'
@@ -53,8 +62,8 @@ def test_same_seed_same_bytes(data, tmp_path):
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_coco_masks_match_boxes_and_areas(data, split):
     coco = COCO(str(data / f'toy_coco/annotations/instances_{split}.json'))
-    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
-    assert coco.getCatIds() == list(range(1, len(CLASSES) + 1))
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(SHAPE_CLASSES)
+    assert coco.getCatIds() == list(range(1, len(SHAPE_CLASSES) + 1))
     assert len(coco.getImgIds()) == ARGS[f'num_{split}']
     forms = set()
     for image_id in coco.getImgIds():
@@ -95,15 +104,23 @@ def test_ade_labels(data):
     assert [p.stem for p in images] == [p.stem for p in labels] and len(images) == 8
     import cv2
     values = set()
+    background = 0
     for path in labels:
-        values |= set(np.unique(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).tolist())
-    assert 0 in values and values <= set(range(len(CLASSES) + 1)) and len(values) >= 4
+        label_map = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        values |= set(np.unique(label_map).tolist())
+        background += int((label_map == SEG_CLASSES.index(BACKGROUND_CLASS)).sum())
+    # every pixel holds an index into SEG_CLASSES: background 0, shape k as k + 1
+    assert SEG_CLASSES == (BACKGROUND_CLASS, *SHAPE_CLASSES)
+    assert SEG_PALETTE[1:] == SHAPE_PALETTE and len(SEG_PALETTE) == len(SEG_CLASSES)
+    assert BACKGROUND_CLASS not in SHAPE_CLASSES and len(set(map(tuple, SEG_PALETTE))) == 6
+    assert values <= set(range(len(SEG_CLASSES))) and len(values) >= 4
+    assert 0 < background < len(labels) * 128 * 128
 
 
 def dataset_cfg(config: Path, loader: str, data: Path) -> dict:
     cfg = Config.fromfile(str(config))
-    assert cfg[loader].dataset.metainfo.classes == CLASSES
-    assert [list(c) for c in cfg[loader].dataset.metainfo.palette] == PALETTE
+    # the classes come from the dataset class, not from the config
+    assert 'metainfo' not in cfg[loader].dataset
     dataset = copy.deepcopy(cfg[loader].dataset.to_dict())
     dataset['data_root'] = str(data / Path(cfg[loader].dataset.data_root).name)
     return dataset
@@ -114,10 +131,13 @@ def test_mmdet_coco_dataset_with_toy_config(data):
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(str(DET_CONFIG))
-    assert cfg.model.roi_head.bbox_head.num_classes == len(CLASSES)
+    assert cfg.model.roi_head.bbox_head.num_classes == len(SHAPE_CLASSES)
+    assert cfg.model.roi_head.mask_head.num_classes == len(SHAPE_CLASSES)
     assert cfg.val_evaluator.ann_file == 'data/toy_coco/annotations/instances_val.json'
     train = DATASETS.build(dataset_cfg(DET_CONFIG, 'train_dataloader', data))
-    assert len(train) == 8 and train.metainfo['classes'] == CLASSES
+    assert type(train).__name__ == 'ToyCocoDataset'
+    assert len(train) == 8 and train.metainfo['classes'] == SHAPE_CLASSES
+    assert [list(c) for c in train.metainfo['palette']] == SHAPE_PALETTE
     val = DATASETS.build(dataset_cfg(DET_CONFIG, 'val_dataloader', data))
     assert len(val) == 4
     for index in range(3):
@@ -126,7 +146,7 @@ def test_mmdet_coco_dataset_with_toy_config(data):
         assert inputs.shape == (3, 128, 128)
         assert len(instances) >= 1
         assert instances.masks.masks.shape == (len(instances), 128, 128)
-        assert set(instances.labels.tolist()) <= set(range(len(CLASSES)))
+        assert set(instances.labels.tolist()) <= set(range(len(SHAPE_CLASSES)))
         # every box encloses its (loaded, flipped or not) mask
         for box, mask in zip(instances.bboxes.tensor.numpy(), instances.masks.masks):
             ys, xs = np.nonzero(mask)
@@ -137,9 +157,14 @@ def test_mmseg_dataset_with_toy_config(data):
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
     register_all_modules()
+    cfg = Config.fromfile(str(SEG_CONFIG))
+    assert cfg.model.decode_head.num_classes == len(SEG_CLASSES)
+    assert cfg.model.auxiliary_head.num_classes == len(SEG_CLASSES)
     train = DATASETS.build(dataset_cfg(SEG_CONFIG, 'train_dataloader', data))
-    assert len(train) == 8 and train.metainfo['classes'] == CLASSES
-    assert train.reduce_zero_label
+    assert type(train).__name__ == 'ToySegDataset'
+    assert len(train) == 8 and train.metainfo['classes'] == SEG_CLASSES
+    assert [list(c) for c in train.metainfo['palette']] == SEG_PALETTE
+    assert not train.reduce_zero_label  # the background is class 0, scored
     val = DATASETS.build(dataset_cfg(SEG_CONFIG, 'val_dataloader', data))
     assert len(val) == 4
     for index in range(3):
@@ -149,11 +174,36 @@ def test_mmseg_dataset_with_toy_config(data):
         assert channels == 3 and 96 <= height <= 128 and 96 <= width <= 128
         assert sample['data_samples'].gt_sem_seg.data.shape == (1, height, width)
         labels = set(sample['data_samples'].gt_sem_seg.data.unique().tolist())
-        # background 0 became 255 (ignored), class k + 1 became k
-        assert labels <= set(range(len(CLASSES))) | {255}
-    sample = val[0]
-    labels = set(sample['data_samples'].gt_sem_seg.data.unique().tolist())
-    assert 255 in labels and len(labels) >= 2
+        # the stored indices into SEG_CLASSES; 255 only where a crop was padded
+        assert labels <= set(range(len(SEG_CLASSES))) | {255}
+    import cv2
+    for index in range(len(val)):
+        sample = val[index]
+        stored = cv2.imread(sample['data_samples'].seg_map_path, cv2.IMREAD_UNCHANGED)
+        # evaluated on every pixel, as stored: nothing ignored
+        assert np.array_equal(sample['data_samples'].gt_sem_seg.data[0].numpy(), stored)
+        assert 0 in stored and 255 not in stored
+
+
+def test_toy_configs_take_the_classes_from_the_dataset_classes():
+    import mmdet.registry
+    import mmseg.registry
+    from mmengine.registry import DATASETS
+
+    from convnext_dense.datasets.toy_coco import ToyCocoDataset
+    from convnext_dense.datasets.toy_seg import ToySegDataset
+    assert ToyCocoDataset.METAINFO == dict(classes=SHAPE_CLASSES, palette=SHAPE_PALETTE)
+    assert ToySegDataset.METAINFO == dict(classes=SEG_CLASSES, palette=SEG_PALETTE)
+    # registered at the root, found from mmdet's / mmseg's registries, clashing with no name
+    # of theirs
+    for registry, name, dataset in ((mmdet.registry.DATASETS, 'ToyCocoDataset', ToyCocoDataset),
+                                    (mmseg.registry.DATASETS, 'ToySegDataset', ToySegDataset)):
+        assert DATASETS.get(name) is dataset and registry.get(name) is dataset
+        assert name not in registry.module_dict
+    # the class names are written in convnext_dense/datasets/toy.py only
+    for config in (DET_CONFIG, SEG_CONFIG):
+        text = config.read_text()
+        assert not any(f"'{name}'" in text for name in SEG_CLASSES), config
 
 
 def test_refuses_a_non_empty_output(tmp_path):

@@ -16,7 +16,7 @@ from torch import nn
 
 import convnext_dense  # noqa: F401  (registers the backbone, safe checkpoint loading)
 from convnext_dense.checkpoint import load_model_checkpoint
-from convnext_dense.datasets import make_toy_data
+from convnext_dense.datasets import SEG_CLASSES, make_toy_data
 from convnext_dense.deployment.hf_upernet import (
     build_upernet,
     export_hf,
@@ -32,7 +32,7 @@ transformers = pytest.importorskip('transformers')
 safetensors_torch = pytest.importorskip('safetensors.torch')  # installed with transformers
 
 TOY = ROOT / 'configs/upernet/convnext_atto_toy.py'
-CLASSES = ('circle', 'square', 'triangle', 'ring', 'star')  # the toy config's
+CLASSES = SEG_CLASSES  # the toy config's
 HEAD_CHANNELS, AUX_CHANNELS = 16, 8
 # V1: a custom size with layer scale, and an auxiliary head with 2 convs + concat_input (its
 # conv_cat); V2: atto with GRN and the toy config's 1-conv auxiliary head.
@@ -113,8 +113,10 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, version):
     config = write_config(tmp_path / 'upernet.py', version)
     model = randomize_batch_norm_(perturb_(build_upernet(Config.fromfile(config)), seed=1), 1)
     checkpoint = tmp_path / 'model.pth'
+    # class names other than the config's, one per predicted class
+    checkpoint_classes = tuple(f'class{i}' for i in range(len(CLASSES)))
     torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': {'classes': ('a', 'b', 'c', 'd', 'e')}}}, checkpoint)
+                'meta': {'dataset_meta': {'classes': checkpoint_classes}}}, checkpoint)
 
     summary = export_hf(config, str(checkpoint), str(tmp_path / 'hf'))
     hf_model = transformers.UperNetForSemanticSegmentation.from_pretrained(tmp_path / 'hf')
@@ -128,7 +130,7 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, version):
     assert backbone_config.depths == model.backbone.depths
     assert backbone_config.drop_path_rate == 0.0  # the toy config trains with 0.1
     # the checkpoint's class names, not the config's
-    assert hf_model.config.id2label == dict(enumerate('abcde'))
+    assert hf_model.config.id2label == dict(enumerate(checkpoint_classes))
     assert hf_model.config.hidden_size == HEAD_CHANNELS
     assert hf_model.config.auxiliary_loss_weight == 0.4
 
@@ -256,7 +258,7 @@ def test_export_names_a_checkpoint_without_state_dict_or_classes(tmp_path):
     torch.save({'state_dict': state, 'meta': {'dataset_meta': {'classes': ('a', 'b')}}},
                checkpoint)
     with pytest.raises(ValueError, match=r'meta\.dataset_meta\.classes has 2 classes but the '
-                                         r'model predicts 5'):
+                                         rf'model predicts {len(CLASSES)}'):
         export_hf(config, str(checkpoint), str(tmp_path / 'hf'))
     torch.save({'state_dict': {k: v for k, v in state.items() if 'conv_seg' not in k}},
                checkpoint)

@@ -62,8 +62,10 @@ def add_dense_image(dataset: dict, bbox: list, segm: list, objects: int = 60,
                                                    counts=rle['counts'].decode('ascii'))))
 
 
-@pytest.fixture(scope='module')
-def coco_set(tmp_path_factory) -> dict[str, Path]:
+def write_mixed_set(folder: Path) -> dict[str, Path]:
+    """The set the backend tests run on, written into ``folder``: crowd regions, polygon and
+    RLE masks, several categories, images without objects and without detections, and the
+    dense image; returns the paths of ``ann``, ``bbox`` and ``segm``."""
     dataset, bbox, segm = synthetic_coco(
         24, objects_per_image=4, detections_per_image=30, num_categories=NUM_CATEGORIES,
         image_size=(160, 120), rle_fraction=0.3, crowd_fraction=0.3, no_detection_fraction=0.25,
@@ -81,11 +83,15 @@ def coco_set(tmp_path_factory) -> dict[str, Path]:
                for a in annotations)
     assert len({a['category_id'] for a in annotations}) == NUM_CATEGORIES
     assert len(detected) < len(dataset['images']) and 1 in detected
-    folder = tmp_path_factory.mktemp('backends')
     paths = dict(ann=folder / 'ann.json', bbox=folder / 'bbox.json', segm=folder / 'segm.json')
     for key, data in (('ann', dataset), ('bbox', bbox), ('segm', segm)):
         paths[key].write_text(json.dumps(data))
     return paths
+
+
+@pytest.fixture(scope='module')
+def coco_set(tmp_path_factory) -> dict[str, Path]:
+    return write_mixed_set(tmp_path_factory.mktemp('backends'))
 
 
 def pycocotools_reference(paths: dict[str, Path], iou_type: str,

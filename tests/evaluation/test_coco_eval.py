@@ -3,6 +3,8 @@ starts without torch or mmdet, reports its phases, and bad input is an error tha
 file."""
 import copy
 import json
+import multiprocessing
+import os
 import re
 import subprocess
 import sys
@@ -242,3 +244,80 @@ def test_no_results_file(files):
         evaluate_files(str(files['ann']), {})
     with pytest.raises(ValueError, match=r"iou types \['keypoints'\] are not supported"):
         evaluate_files(str(files['ann']), dict(keypoints=str(files['bbox'])))
+
+
+def test_jobs_give_the_same_summary(files):
+    """bbox and segm evaluated side by side in two forked processes (jobs=2) or one after the
+    other (jobs=1): the same summary, each phase reported through ``log`` from either."""
+    result_files = dict(bbox=str(files['bbox']), segm=str(files['segm']))
+    summaries, logs = {}, {}
+    for jobs in (1, 2):
+        logs[jobs] = []
+        summaries[jobs] = evaluate_files(str(files['ann']), result_files, log=logs[jobs].append,
+                                         jobs=jobs)
+    assert summaries[1] == summaries[2]
+    assert list(summaries[2]) == ['ann_file', 'backend', 'bbox', 'segm']
+    for jobs in (1, 2):
+        starts = sorted(line for line in logs[jobs] if line.endswith(' ...'))
+        ends = sorted(line.rsplit(':', 1)[0] + ' ...' for line in logs[jobs]
+                      if re.search(r': \d+\.\d\d s$', line))
+        assert starts == ends and len(starts) == 7  # annotations, 3 phases per iou type
+    assert not multiprocessing.active_children()  # the children were joined
+
+
+def test_default_jobs(files, monkeypatch):
+    from convnext_dense.evaluation import coco_eval
+    monkeypatch.setattr(sys, 'platform', 'linux')
+    monkeypatch.setattr(coco_eval, 'available_cpus', lambda: 1)
+    assert coco_eval.default_jobs() == 1
+    monkeypatch.setattr(coco_eval, 'available_cpus', lambda: 8)
+    assert coco_eval.default_jobs() == 2 and coco_eval.default_jobs(1) == 1
+    monkeypatch.setattr(sys, 'platform', 'darwin')
+    assert coco_eval.default_jobs() == 1  # forks only when asked to
+    monkeypatch.setattr(sys, 'platform', 'win32')
+    monkeypatch.setattr(multiprocessing, 'get_all_start_methods', lambda: ['spawn'])
+    assert coco_eval.default_jobs() == 1
+    with pytest.raises(ValueError, match='jobs=2: this platform cannot fork processes'):
+        evaluate_files(str(files['ann']), dict(bbox=str(files['bbox'])), jobs=2)
+
+
+def test_errors_of_forked_evaluations(files, tmp_path):
+    """With jobs=2 a bad file is the same error as with jobs=1, raised by the parent; with two
+    bad files, that of the first; no evaluation starts and no child is left behind."""
+    ann, bbox, segm = str(files['ann']), str(files['bbox']), str(files['segm'])
+    broken = tmp_path / 'broken.json'
+    broken.write_text('[{"image_id": 1,')
+    no_masks = str(files['bbox'])  # box results given as segm results
+    log = []
+    with pytest.raises(ValueError, match=r"results file '.*broken\.json' is not JSON"):
+        evaluate_files(ann, dict(bbox=str(broken), segm=segm), log=log.append, jobs=2)
+    assert not [line for line in log if 'indexing' in line or 'matching' in line]
+    with pytest.raises(ValueError, match=r"res\.bbox\.json'.*result \[0\] has no segmentation"):
+        evaluate_files(ann, dict(bbox=bbox, segm=no_masks), jobs=2)
+    with pytest.raises(ValueError, match=r"broken\.json' is not JSON"):
+        evaluate_files(ann, dict(bbox=str(broken), segm=no_masks), jobs=2)
+    with pytest.raises(FileNotFoundError, match=r"results file '.*gone\.json' does not exist"):
+        evaluate_files(ann, dict(bbox=bbox, segm=str(tmp_path / 'gone.json')), jobs=2)
+    assert not multiprocessing.active_children()
+    with pytest.raises(ValueError, match=r'jobs=0: use a positive number of processes'):
+        evaluate_files(ann, dict(bbox=bbox), jobs=0)
+    result = run_tool('--ann', ann, '--bbox', bbox, '--jobs', '0')
+    assert result.returncode == 2 and '--jobs 0: use 1 or more processes' in result.stderr
+
+
+def test_a_child_that_dies(files, monkeypatch):
+    """A forked evaluation that ends without reporting (killed, crashed) is an error naming
+    its iou type and exit code, not a hang."""
+    from convnext_dense.evaluation import coco_eval
+
+    def die(coco, results, iou_type, *args):
+        if iou_type == 'segm':
+            os._exit(3)
+        return real(coco, results, iou_type, *args)
+
+    real = coco_eval._evaluate_file
+    monkeypatch.setattr(coco_eval, '_evaluate_file', die)
+    with pytest.raises(RuntimeError, match=r'process evaluating segm ended with exit code 3'):
+        evaluate_files(str(files['ann']), dict(bbox=str(files['bbox']), segm=str(files['segm'])),
+                       jobs=2)
+    assert not multiprocessing.active_children()

@@ -57,3 +57,12 @@ param_scheduler = [
 ]
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)  # 2 images per GPU x 8 GPUs
+
+# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
+# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
+# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
+custom_hooks = [
+    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
+    dict(type='StopSignalHook', signals=('SIGTERM', )),
+    dict(type='CheckpointWriteCheckHook'),
+]

@@ -1,8 +1,9 @@
 """Single-image inference and pictures of the predictions, for ``tools/demo.py``.
 
-Uses mmdet's ``init_detector``/``inference_detector`` with ``DetLocalVisualizer`` (masks and
-boxes) and mmseg's ``init_model``/``inference_model`` with ``SegLocalVisualizer`` (overlay),
-picked by the config's ``default_scope``. The picture (:mod:`convnext_dense.visualization`)
+Builds the model as every tool does (:func:`convnext_dense.engine.build_model`: every tensor
+of the checkpoint loaded) and uses mmdet's ``inference_detector`` with ``DetLocalVisualizer``
+(masks and boxes) and mmseg's ``inference_model`` with ``SegLocalVisualizer`` (overlay), picked
+by the config's ``default_scope``. The picture (:mod:`convnext_dense.visualization`)
 shows the input, the ground truth when given (a COCO annotation file for detection, a label map
 as ADE20K stores them for segmentation) and the prediction side by side, small images scaled up
 (nearest neighbour) before the visualizers draw on them, so that boxes, outlines and label texts
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import os.path as osp
-import warnings
 from collections.abc import Sequence
 
 import cv2
@@ -22,9 +22,9 @@ import torch
 from mmengine.structures import InstanceData, PixelData
 from pycocotools import mask as mask_utils
 
-from .checkpoint import load_model_checkpoint
-from .engine.data_checks import check_coco_annotation
-from .engine.run_config import adapt_to_cpu, load_config
+from .config import load_config
+from .engine import adapt_to_cpu, build_model
+from .evaluation import check_coco_annotation
 from .ops.roi_ops import set_roi_ops
 from .visualization import (
     Picture,
@@ -34,19 +34,6 @@ from .visualization import (
     scale_factor,
     upscale,
 )
-
-
-def _dataset_meta(meta: dict, cfg, datasets) -> dict:
-    """Class names and palette to draw with: the checkpoint's (mmengine's ``dataset_meta``, or
-    mmcv 1.x's ``CLASSES``/``PALETTE``), else the test dataset's of the config."""
-    if meta.get('dataset_meta'):
-        return dict(meta['dataset_meta'])
-    if meta.get('CLASSES'):
-        return dict(classes=tuple(meta['CLASSES']), palette=meta.get('PALETTE'))
-    dataset = cfg.test_dataloader.dataset
-    if dataset.get('metainfo'):
-        return dict(dataset.metainfo)
-    return dict(datasets.get(dataset.type).METAINFO)
 
 
 def read_image(image: str) -> np.ndarray:
@@ -350,17 +337,11 @@ def draw_prediction(image: str,
     if device == 'cpu':
         adapt_to_cpu(cfg)
     if cfg.default_scope == 'mmdet':
-        from mmdet.apis import inference_detector, init_detector
-        from mmdet.registry import DATASETS
+        from mmdet.apis import inference_detector
         annotations = None if gt is None else read_coco_instances(gt, image, shape, gt_id)[1]
-        # Built without the checkpoint: mmdet/mmseg load it with strict=False (and mmseg fails
-        # on a file without 'meta'); load_model_checkpoint checks every tensor.
-        # "checkpoint is None, use COCO classes": not so here. Recorded and dropped: mmdet sets
-        # simplefilter('once') right before it, which would beat an 'ignore' filter.
-        with warnings.catch_warnings(record=True):
-            model = init_detector(cfg, None, device=device)
-        _, meta = load_model_checkpoint(model, checkpoint)
-        model.dataset_meta = _dataset_meta(meta, cfg, DATASETS)
+        # mmdet's init_detector would load the checkpoint with strict=False (and mmseg's
+        # init_model fails on a file without 'meta'); build_model checks every tensor.
+        model = build_model(cfg, checkpoint, device).eval()
         classes = tuple(model.dataset_meta['classes'])
         palette = _palette(model.dataset_meta)
         gt_instances = None if annotations is None \
@@ -369,16 +350,14 @@ def draw_prediction(image: str,
         panels, present = _detection_panels(result, rgb, dict(classes=classes, palette=palette),
                                             gt_instances, score_thr)
     else:
-        from mmseg.apis import inference_model, init_model
+        from mmseg.apis import inference_model
         from mmseg.registry import DATASETS
         if gt_id is not None:
             raise ValueError(f'gt_id={gt_id!r} names an image of a COCO annotation file; a '
                              'segmentation ground truth is a label map of the one image')
         gt_labels = None if gt is None \
             else read_label_map(gt, shape, _reduce_zero_label(cfg, DATASETS))
-        model = init_model(cfg, None, device=device)
-        _, meta = load_model_checkpoint(model, checkpoint)
-        model.dataset_meta = _dataset_meta(meta, cfg, DATASETS)
+        model = build_model(cfg, checkpoint, device).eval()
         classes = tuple(model.dataset_meta['classes'])
         palette = _palette(model.dataset_meta)
         result = inference_model(model, image)

@@ -13,7 +13,8 @@ import torch
 from mmengine.hub import get_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from convnext_dense.models import ARCH_SETTINGS, ConvNeXt
+from convnext_dense.arch_settings import ARCH_SETTINGS
+from convnext_dense.models import ConvNeXt
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,6 @@ from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS
 
 from convnext_dense.apis import (
-    _dataset_meta,
     _reduce_zero_label,
     coco_gt_instances,
     draw_prediction,
@@ -21,6 +20,7 @@ from convnext_dense.apis import (
     read_label_map,
 )
 from convnext_dense.datasets import COCO_METAINFO, SEG_METAINFO, make_toy_data
+from convnext_dense.engine.build import dataset_meta
 from convnext_dense.visualization import MIN_PANEL_HEIGHT, label_outlines, upscale
 from tests.helpers import ROOT
 
@@ -31,14 +31,14 @@ ADE = f'{ROOT}/configs/upernet/convnext_t_ade20k.py'
 def test_checkpoint_meta_first_then_the_config():
     cfg = Config.fromfile(TOY_SEG)
     mmengine_meta = dict(dataset_meta=dict(classes=('a', 'b'), palette=[[1, 2, 3], [4, 5, 6]]))
-    assert _dataset_meta(mmengine_meta, cfg, DATASETS) == mmengine_meta['dataset_meta']
+    assert dataset_meta(mmengine_meta, cfg) == mmengine_meta['dataset_meta']
     # mmcv 1.x (mmdet 2.x / mmseg 0.x) checkpoints
     mmcv1_meta = dict(CLASSES=['a', 'b'], PALETTE=[[1, 2, 3], [4, 5, 6]])
-    assert _dataset_meta(mmcv1_meta, cfg, DATASETS) == dict(classes=('a', 'b'),
-                                                           palette=[[1, 2, 3], [4, 5, 6]])
+    assert dataset_meta(mmcv1_meta, cfg) == dict(classes=('a', 'b'),
+                                                 palette=[[1, 2, 3], [4, 5, 6]])
     # no meta: the config's dataset class's (the toy set's, ADE20K's 150 classes)
-    assert _dataset_meta({}, cfg, DATASETS)['classes'] == SEG_METAINFO['classes']
-    ade = _dataset_meta({}, Config.fromfile(ADE), DATASETS)
+    assert dataset_meta({}, cfg)['classes'] == SEG_METAINFO['classes']
+    ade = dataset_meta({}, Config.fromfile(ADE))
     assert ade['classes'] == ADE20KDataset.METAINFO['classes'] and len(ade['classes']) == 150
 
 

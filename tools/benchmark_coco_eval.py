@@ -15,8 +15,11 @@ import json
 import sys
 import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 from convnext_dense.benchmarks import coco_eval_speed
+
+TOOL = Path(__file__).resolve().parent / 'coco_eval.py'  # the command line it times
 
 
 def parse_args():
@@ -37,7 +40,7 @@ def main():
     args = parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         result = coco_eval_speed.run_benchmark(
-            args.keep or scratch, num_images=args.num_images, repeats=args.repeats,
+            args.keep or scratch, TOOL, num_images=args.num_images, repeats=args.repeats,
             seed=args.seed, objects_per_image=args.objects,
             detections_per_image=args.detections)
     print(f'\n{result.num_images} images, {result.num_annotations} objects, '

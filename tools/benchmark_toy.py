@@ -28,7 +28,7 @@ from convnext_dense.benchmarks.learning_check import (
 )
 from convnext_dense.datasets import make_toy_data
 
-CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # its tools/train.py and configs
+CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # whose tools/train.py runs
 
 
 def parse_args():

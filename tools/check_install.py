@@ -6,7 +6,7 @@ convnext_dense/benchmarks/install_check.py.
     python tools/check_install.py [--gpus N] [--models mask_rcnn cascade upernet upernet_v2_b]
                                   [--device cuda|cpu] [--sizes full|toy] [--work-dir DIR]
                                   [--timeout S] [--cfg-options k=v ...] [--out results.json]
-                                  [--write-docs]
+                                  [--write-docs [FILE]]
 
 Without a GPU (or with --device cpu) it runs the same steps at toy sizes on 2 gloo processes.
 Prints a table (model, path, GPUs, s/iter, images/s, peak memory, result) and exits with 1 naming
@@ -15,12 +15,16 @@ the first failure.
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
+from mmengine.config import DictAction
 
 import convnext_dense  # noqa: F401  (registers the plugin)
 from convnext_dense.benchmarks import install_check, speed
-from convnext_dense.engine.run_config import DictAction
+
+TOOLS = Path(__file__).resolve().parent  # the dist_train.sh / dist_test.sh the check runs
+DOC = TOOLS.parent / 'docs/performance.md'
 
 
 def parse_args(argv=None):
@@ -43,8 +47,8 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override keys of every derived config (after the check\'s own)')
     parser.add_argument('--out', help='also write the results as JSON')
-    parser.add_argument('--write-docs', action='store_true',
-                        help=f'write the table into {install_check.DOC} (a CUDA run only)')
+    parser.add_argument('--write-docs', nargs='?', const=str(DOC), default=None, metavar='FILE',
+                        help=f'write the table into FILE (default {DOC}; a CUDA run only)')
     return parser.parse_args(argv)
 
 
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
         if processes < 1:
             raise ValueError(f'--gpus {processes}: use 1 or more')
         check, report = install_check.run(args.models, install_check.PLANS[sizes], processes,
-                                          device, args.work_dir, args.timeout, args.cfg_options)
+                                          device, args.work_dir, args.timeout,
+                                          install_check.tools_launcher(TOOLS), args.cfg_options)
     except (ValueError, KeyError) as error:  # arguments, the environment, --cfg-options
         print(f'check_install.py: {error}', file=sys.stderr)
         return 2
@@ -69,8 +74,9 @@ def main(argv=None) -> int:
         with open(args.out, 'w') as f:
             json.dump(install_check.to_json(check), f, indent=2)
     if args.write_docs:
-        speed.write_section(install_check.DOC, install_check.BEGIN, install_check.END, report)
-        print(f'wrote the table into {install_check.DOC}')
+        speed.write_section(Path(args.write_docs), install_check.BEGIN, install_check.END,
+                            report)
+        print(f'wrote the table into {args.write_docs}')
     failure = check.first_failure
     if failure is not None:
         print(f'check_install.py: FAILED: {failure.case.label}, {failure.path}: '

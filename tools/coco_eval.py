@@ -18,8 +18,8 @@ import sys
 import time
 
 # Packages whose __init__.py the evaluation does not need: importing convnext_dense registers the
-# models, which imports torch, mmengine and mmdet (seconds); its engine package pulls in torch.
-_BARE_PACKAGES = ('convnext_dense', 'convnext_dense.engine', 'convnext_dense.evaluation')
+# models, which imports torch, mmengine and mmdet (seconds); its fileio package pulls in torch.
+_BARE_PACKAGES = ('convnext_dense', 'convnext_dense.fileio', 'convnext_dense.evaluation')
 
 
 def import_coco_eval():

@@ -10,9 +10,10 @@ segmentation, IMAGE's label map (a single-channel PNG, as ADE20K stores them).
 """
 import argparse
 
+from mmengine.config import DictAction
+
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
 from convnext_dense.apis import draw_prediction
-from convnext_dense.engine.run_config import DictAction
 
 
 def parse_args():

@@ -46,10 +46,10 @@
 #   the same torch headers; tools/setup/pch_cxx.sh (the C++ compiler for that build) parses them
 #   once into a precompiled header: the mmcv 2.1.0 build took 9 min 56 s without it and 3 min
 #   19 s with it on a 2-core Xeon, same flags (-O3), same op results and speed
-#   (tests/test_mmcv_ops.py); onedl-mmcv 2.3.6 builds with it in 3 min 8 s. A CUDA build
+#   (tests/ops/test_mmcv_ops.py); onedl-mmcv 2.3.6 builds with it in 3 min 8 s. A CUDA build
 #   (FORCE_CUDA=1, on a machine with a GPU) compiles its .cpp files the same way and its 58 .cu
 #   files with nvcc (which preprocesses them itself, untouched by the wrapper), MAX_JOBS (default:
-#   all cores) at a time: 40-50 min of CPU time for one GPU architecture (sm_90).
+#   all cores) at a time: 53 min of CPU time for one GPU architecture (sm_90), measured.
 # - The CUDA decisions are made before anything compiles, by tools/setup/cuda_env.py: torch takes
 #   CUDA_HOME from where it finds nvcc, wrong for a wrapper script outside the toolkit; a toolkit
 #   without the cuBLAS/cuSPARSE/cuSOLVER headers (torch's CUDA headers include them) gets them
@@ -117,7 +117,7 @@ import sys
 import torch, torchvision, mmengine, mmcv, mmdet, mmseg, pycocotools  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401  (fails when mmcv was built without its ops)
 import convnext_dense  # noqa: F401
-from convnext_dense.engine.compat import installed_stack
+from convnext_dense.compat import installed_stack
 
 # A distribution of the other stack installed on top would have replaced these files.
 stack = installed_stack()

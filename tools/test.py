@@ -12,9 +12,11 @@ label maps. COCO result json files for ``tools/coco_eval.py``:
 """
 import argparse
 
+from mmengine.config import DictAction
+
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
 from convnext_dense.engine.fast_path import add_fast_path_arguments
-from convnext_dense.engine.run_config import DictAction, make_runner, prepare_test_cfg
+from convnext_dense.engine.run_config import make_runner, prepare_test_cfg
 
 
 def parse_args():

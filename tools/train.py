@@ -10,9 +10,11 @@ Multi-GPU / multi-node: ``tools/dist_train.sh CONFIG GPUS [args]``; Slurm:
 """
 import argparse
 
+from mmengine.config import DictAction
+
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
 from convnext_dense.engine.fast_path import add_fast_path_arguments
-from convnext_dense.engine.run_config import DictAction, make_runner, prepare_train_cfg
+from convnext_dense.engine.run_config import make_runner, prepare_train_cfg
 
 
 def parse_args():

@@ -15,4 +15,4 @@ _base_ = ['./cascade_convnext_b_in22k_coco_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_base/'
               'dinov3_convnext_base_pretrain_lvd1689m-801f2ba9.pth')
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=pretrained)))

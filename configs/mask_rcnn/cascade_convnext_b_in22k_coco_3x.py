@@ -3,16 +3,8 @@
 # Values as the official
 # cascade_mask_rcnn_convnext_base_..._3x_coco_in22k.py (configs/convnext/);
 # mmdet has no ConvNeXt-B config. Differs from the 1K one in weights, drop path and lr.
-_base_ = ['./_base_/cascade_convnext_coco_3x.py']
+_base_ = ['./cascade_convnext_b_coco_3x.py']
 
 pretrained = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth'
-model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.6,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12))
+model = dict(backbone=dict(drop_path_rate=0.6, init_cfg=dict(checkpoint=pretrained)))
+optim_wrapper = dict(optimizer=dict(lr=1e-4))

@@ -15,4 +15,4 @@ _base_ = ['./cascade_convnext_l_in22k_coco_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_large/'
               'dinov3_convnext_large_pretrain_lvd1689m-61fa432d.pth')
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=pretrained)))

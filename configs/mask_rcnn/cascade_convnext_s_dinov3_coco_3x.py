@@ -15,4 +15,4 @@ _base_ = ['./cascade_convnext_s_coco_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_small/'
               'dinov3_convnext_small_pretrain_lvd1689m-296db49d.pth')
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=pretrained)))

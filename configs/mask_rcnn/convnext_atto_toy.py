@@ -6,6 +6,9 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/convnext_dense_runtime.py',
+    '../_base_/toy_schedule.py',
+    './_base_/roi_ops.py',
 ]
 # ToyCocoDataset (convnext_dense/datasets/toy_coco.py) holds the classes and palette
 custom_imports = dict(imports=['convnext_dense', 'convnext_dense.datasets.toy_coco'],
@@ -13,10 +16,6 @@ custom_imports = dict(imports=['convnext_dense', 'convnext_dense.datasets.toy_co
 
 num_classes = 5  # the shapes (ToyCocoDataset.METAINFO)
 image_size = (128, 128)
-max_iters = 300
-# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
-# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
-roi_ops = 'auto'
 
 # Slimmed heads and fewer sampled RoIs than the COCO recipe (256-channel FPN, 512 RoIs per
 # image): the toy images hold at most 5 objects, and on a CPU the RoI heads' convolutions and
@@ -87,37 +86,15 @@ val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval',
                      metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='layer_wise'),
-    clip_grad=dict(max_norm=10.0))
-# Warmup and decay overlap from iteration 0 and multiply (both schedulers are chainable, eta_min
-# is 0): a run shorter than the warmup still works. PolyLR has no `end`, so it ends at
-# train_cfg.max_iters, whatever that is set to.
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0),
-]
+# The demos' schedule (../_base_/toy_schedule.py) with the detector's lr, layer-wise decay,
+# gradient clipping and 50 warm-up iterations.
+optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(decay_type='layer_wise'),
+                     clip_grad=dict(max_norm=10.0))
+param_scheduler = [dict(_base_.param_scheduler[0], end=50), _base_.param_scheduler[1]]
 
 default_hooks = dict(
     # evaluations logged by iteration (the iteration-based schedule), not all as "epoch 0"
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=_base_.max_iters,
                     max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=20)
-randomness = dict(seed=0)
-
-# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
-# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
-# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
-custom_hooks = [
-    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
-    dict(type='StopSignalHook', signals=('SIGTERM', )),
-    dict(type='CheckpointWriteCheckHook'),
-]

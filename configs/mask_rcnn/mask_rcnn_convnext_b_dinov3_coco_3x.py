@@ -17,13 +17,6 @@ _base_ = ['./_base_/mask_rcnn_convnext_coco_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_base/'
               'dinov3_convnext_base_pretrain_lvd1689m-801f2ba9.pth')
-model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.6,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12))
+model = dict(backbone=dict(arch='base', drop_path_rate=0.6, init_cfg=dict(checkpoint=pretrained)),
+             neck=dict(in_channels=[128, 256, 512, 1024]))
+optim_wrapper = dict(optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.8, num_layers=12))

@@ -17,13 +17,6 @@ _base_ = ['./_base_/mask_rcnn_convnext_coco_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_small/'
               'dinov3_convnext_small_pretrain_lvd1689m-296db49d.pth')
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.6,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[96, 192, 384, 768]))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=2e-4),
-    paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=12))
+# S has T's widths (the neck's in_channels) and the recipe's lr 2e-4 and decay 0.7
+model = dict(backbone=dict(arch='small', drop_path_rate=0.6, init_cfg=dict(checkpoint=pretrained)))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

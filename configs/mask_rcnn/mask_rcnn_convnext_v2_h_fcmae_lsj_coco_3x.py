@@ -6,13 +6,5 @@ _base_ = ['./_base_/mask_rcnn_convnext_v2_coco_lsj_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/convnext/convnextv2/pt_only/'
               'convnextv2_huge_1k_224_fcmae.pt')
-model = dict(
-    backbone=dict(
-        arch='huge',
-        drop_path_rate=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[352, 704, 1408, 2816]))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=12))
+model = dict(backbone=dict(arch='huge', drop_path_rate=0.5, init_cfg=dict(checkpoint=pretrained)),
+             neck=dict(in_channels=[352, 704, 1408, 2816]))

@@ -8,13 +8,5 @@ _base_ = ['./_base_/mask_rcnn_convnext_v2_coco_lsj_3x.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/convnext/convnextv2/pt_only/'
               'convnextv2_large_1k_224_fcmae.pt')
-model = dict(
-    backbone=dict(
-        arch='large',
-        drop_path_rate=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=12))
+model = dict(backbone=dict(arch='large', drop_path_rate=0.5, init_cfg=dict(checkpoint=pretrained)),
+             neck=dict(in_channels=[192, 384, 768, 1536]))

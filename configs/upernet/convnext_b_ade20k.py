@@ -5,14 +5,6 @@
 _base_ = ['./_base_/upernet_convnext_512.py']
 
 pretrained = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_1k_224.pth'
-model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[128, 256, 512, 1024]),
-    auxiliary_head=dict(in_channels=512))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+model = dict(backbone=dict(arch='base', init_cfg=dict(checkpoint=pretrained)),
+             decode_head=dict(in_channels=[128, 256, 512, 1024]),
+             auxiliary_head=dict(in_channels=512))

@@ -7,14 +7,9 @@
 # log, and its final norm (after pooling, before the projection) is left out, so the stage-4 output
 # norm starts fresh, as for an ImageNet classifier (docs/checkpoints.md). No published results for
 # this model (configs/metafile.yml).
-_base_ = ['./convnext_b_ade20k.py']
+_base_ = ['./convnext_b_ade20k.py', './_base_/clip_input.py']
 
-# CLIP's input normalisation, on RGB (open_clip constants.py OPENAI_DATASET_MEAN / _STD, x 255);
-# the paper's configs use ImageNet's.
-clip_mean = [255 * v for v in (0.48145466, 0.4578275, 0.40821073)]
-clip_std = [255 * v for v in (0.26862954, 0.26130258, 0.27577711)]
 pretrained = ('https://huggingface.co/laion/CLIP-convnext_base_w-laion2B-s13B-b82K-augreg/'
               'resolve/main/open_clip_pytorch_model.bin')
-model = dict(
-    data_preprocessor=dict(mean=clip_mean, std=clip_std, bgr_to_rgb=True),
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(data_preprocessor=dict(mean=_base_.clip_mean, std=_base_.clip_std, bgr_to_rgb=True),
+             backbone=dict(init_cfg=dict(checkpoint=pretrained)))

@@ -1,7 +1,7 @@
 # UperNet ConvNeXt-L, DINOv3 weights, 512x512 crops, 160k iterations on ADE20K, fine-tuned with
 # stage-wise lr decay. The paper trains UperNet-L at 640 only (convnext_l_in22k_ade20k_640.py);
 # this is its recipe (lr, decay, drop path, fp32) on the 512 setup of the other sizes
-# (_base_/upernet_convnext_512.py).
+# (_base_/upernet_convnext_l_512.py).
 # Weights: DINOv3 ConvNeXt-L, distilled from the DINOv3 ViT-7B on LVD-1689M (Simeoni et al. 2025):
 # facebookresearch/dinov3's file, at the URL its dinov3/hub/backbones.py builds. The download is
 # gated: accept the licence on Meta's DINOv3 download page, then set
@@ -12,23 +12,8 @@
 # Input as DINOv3 was trained: ImageNet mean/std, RGB (dinov3/data/transforms.py), the base's
 # data_preprocessor. No published results for this model: DINOv3 reports frozen linear probes only
 # (configs/metafile.yml).
-_base_ = ['./_base_/upernet_convnext_512.py']
+_base_ = ['./_base_/upernet_convnext_l_512.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_large/'
               'dinov3_convnext_large_pretrain_lvd1689m-61fa432d.pth')
-model = dict(
-    backbone=dict(
-        arch='large',
-        drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
-
-# Trained in fp32 as the paper trains L (official: use_fp16=False for L and XL): a plain
-# OptimWrapper.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=pretrained)))

@@ -5,19 +5,12 @@
 _base_ = ['./_base_/upernet_convnext_640.py']
 
 pretrained = 'https://dl.fbaipublicfiles.com/convnext/convnext_large_22k_224.pth'
-model = dict(
-    backbone=dict(
-        arch='large',
-        drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
+model = dict(backbone=dict(arch='large', init_cfg=dict(checkpoint=pretrained)),
+             decode_head=dict(in_channels=[192, 384, 768, 1536]),
+             auxiliary_head=dict(in_channels=768))
 
 # Trained in fp32 as the paper (official: use_fp16=False for L and XL; official vs mmseg:
-# mmseg trains L/XL with AmpOptimWrapper): a plain OptimWrapper.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+# mmseg trains L/XL with AmpOptimWrapper): the recipe's optimizer in a plain OptimWrapper (no
+# loss scale).
+optim_wrapper = dict(_base_.optim_wrapper, _delete_=True, type='OptimWrapper')
+optim_wrapper.pop('loss_scale')

@@ -5,14 +5,5 @@
 _base_ = ['./_base_/upernet_convnext_512.py']
 
 pretrained = 'https://dl.fbaipublicfiles.com/convnext/convnext_small_1k_224.pth'
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[96, 192, 384, 768]),
-    auxiliary_head=dict(in_channels=384))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+# S has T's widths (the heads' in_channels) and the recipe's lr and decay
+model = dict(backbone=dict(arch='small', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)))

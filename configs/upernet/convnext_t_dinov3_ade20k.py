@@ -15,4 +15,4 @@ _base_ = ['./convnext_t_ade20k.py']
 
 pretrained = ('https://dl.fbaipublicfiles.com/dinov3/dinov3_convnext_tiny/'
               'dinov3_convnext_tiny_pretrain_lvd1689m-21b726bb.pth')
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=pretrained)))

@@ -18,8 +18,9 @@ trace), on one random image in inference mode, the way mmdet's and mmseg's
 Parameters are those of the whole model as built, auxiliary head included (the paper's UperNet
 counts include it; mmseg's tool drops it).
 
-The model is built without pretrained weights (no ``init_weights``, ``init_cfg`` off) and with
-SyncBN reverted to BN (:func:`mmengine.model.revert_sync_batchnorm`), so it runs on a CPU.
+The model is built as every tool builds it (:func:`convnext_dense.engine.build_model`): without
+pretrained weights (no ``init_weights``, ``init_cfg`` off) and with SyncBN reverted to BN, so it
+runs on a CPU.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from mmengine.config import Config, ConfigDict
-from mmengine.model import revert_sync_batchnorm
+from mmengine.config import Config
 from torch import nn
+
+from ..engine import build_model
 
 # (H, W) used when neither the caller nor the config (``flops_shape``) gives one: the paper's
 # 1280x800 for detection, 2048x512 (512 crops) or 2560x640 (640 crops) for segmentation.
@@ -53,31 +55,15 @@ def default_flops_shape(cfg: Config) -> tuple[int, int]:
     return (crop[0], 4 * crop[0])  # ADE20K's 4:1 test resize (2048x512, 2560x640)
 
 
-def _without_pretrained(model_cfg: ConfigDict) -> ConfigDict:
-    model_cfg = copy.deepcopy(model_cfg)
-    if 'pretrained' in model_cfg:
-        model_cfg.pretrained = None
-    backbone = model_cfg.get('backbone', None)
-    if backbone is not None:
-        backbone.init_cfg = None
-        backbone.pop('pretrained', None)
-    return model_cfg
-
-
 def build_model_for_analysis(cfg: Config, model_cfg: dict | None = None) -> nn.Module:
-    """Build ``cfg.model`` (or ``model_cfg``) on the CPU: no pretrained weights, no
-    ``init_weights`` call, SyncBN replaced by BN."""
-    scope = _scope(cfg)
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    import convnext_dense  # noqa: F401  (registers ConvNeXt if custom_imports did not)
-    model = MODELS.build(_without_pretrained(model_cfg if model_cfg is not None else cfg.model))
-    return revert_sync_batchnorm(model)
+    """Build ``cfg.model`` (or ``model_cfg``, in ``cfg``'s scope) as the tools build it: no
+    pretrained weights, no ``init_weights`` call, SyncBN replaced by BN; left where torch
+    creates tensors (``with torch.device('meta')`` builds it without memory)."""
+    _scope(cfg)
+    if model_cfg is not None:
+        cfg = copy.copy(cfg)  # the top level only: the model is replaced, not changed
+        cfg.model = model_cfg
+    return build_model(cfg, device=None)
 
 
 def _det_inputs(model: nn.Module, shape: Sequence[int]):

@@ -1,11 +1,18 @@
-"""configs/metafile.yml: the one source of the papers' numbers and recipes of every config."""
+"""configs/metafile.yml: the one source of the papers' numbers and recipes of every config.
+
+Read from the installed package (``convnext_dense/.mim/configs/metafile.yml``, in a checkout the
+link to ``configs/``); its ``config`` keys are paths under that folder, so that
+``convnext_dense::`` + a key names the config (:mod:`convnext_dense.compat.config_package`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-METAFILE = Path(__file__).resolve().parents[2] / 'configs/metafile.yml'
+from ..compat.config_package import configs_dir
+
+METAFILE = configs_dir() / 'metafile.yml'
 # What a config that names another in ``same_model_as`` (the same network, another recipe or
 # evaluation) takes from it when it does not give its own.
 SAME_MODEL_KEYS = ('params_m', 'flops_g')

@@ -1,7 +1,8 @@
 """Speed of COCO box + mask evaluation of result files (``tools/benchmark_coco_eval.py``):
 pycocotools' own ``COCOeval`` against ``tools/coco_eval.py`` with either backend, each timed as a
 whole process: wall time, and CPU time (user + system of the process and the processes it
-started).
+started). The command line users run is timed, start-up included, so the benchmark runs a
+checkout's ``tools/coco_eval.py``, which ``tools/benchmark_coco_eval.py`` names.
 
 :func:`synthetic_coco` makes a COCO-like set (640x480 images, ~7 objects each with polygon
 masks, a share stored as RLE, crowd regions, 10 categories) and detections made from it:
@@ -35,9 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
-
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / 'tools' / 'coco_eval.py'
 
 # pycocotools' COCOeval as its README shows it, nothing else: the reference of speed and numbers.
 REFERENCE_SCRIPT = """
@@ -207,11 +205,11 @@ class Contender:
         return statistics.median(self.cpu_seconds)
 
 
-def contenders(paths: dict[str, Path], out_dir: Path,
+def contenders(paths: dict[str, Path], out_dir: Path, tool: str | Path,
                python: str = sys.executable) -> list[Contender]:
-    """The four commands, the reference first."""
+    """The four commands, the reference first; ``tool``: the file of ``tools/coco_eval.py``."""
     files = [str(paths['ann']), str(paths['bbox']), str(paths['segm'])]
-    tool = [python, str(TOOL), '--ann', files[0], '--bbox', files[1], '--segm', files[2]]
+    tool = [python, str(tool), '--ann', files[0], '--bbox', files[1], '--segm', files[2]]
     return [
         Contender("pycocotools' COCOeval (minimal script)",
                   [python, '-c', REFERENCE_SCRIPT, *files]),
@@ -277,10 +275,13 @@ class BenchmarkResult:
     environment: dict[str, str]
 
 
-def run_benchmark(folder: str | Path, num_images: int = 2000, repeats: int = 3, seed: int = 0,
-                  log=print, **data_kwargs) -> BenchmarkResult:
+def run_benchmark(folder: str | Path, tool: str | Path, num_images: int = 2000,
+                  repeats: int = 3, seed: int = 0, log=print, **data_kwargs) -> BenchmarkResult:
     """Write the synthetic set into ``folder`` and time the four commands ``repeats`` times
-    each, in turns."""
+    each, in turns; ``tool``: the file of ``tools/coco_eval.py``."""
+    if not Path(tool).is_file():
+        raise FileNotFoundError(f'tool={str(tool)!r}: no such file (tools/coco_eval.py of a '
+                                'checkout)')
     folder = Path(folder)
     start = time.perf_counter()
     paths = write_synthetic_coco(folder, num_images, seed=seed, **data_kwargs)
@@ -288,7 +289,7 @@ def run_benchmark(folder: str | Path, num_images: int = 2000, repeats: int = 3, 
     num_detections = len(json.loads(paths['bbox'].read_text()))
     log(f'synthetic set: {num_images} images, {len(dataset["annotations"])} objects, '
         f'{num_detections} detections ({time.perf_counter() - start:.1f} s) in {folder}')
-    runs = contenders(paths, folder)
+    runs = contenders(paths, folder, tool)
     environment = dict(
         python=platform.python_version(), cpus=str(os.cpu_count()),
         cpus_available=str(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')

@@ -7,7 +7,9 @@ recipe trains on: :mod:`convnext_dense.testing.datasets`, the speed benchmark's 
 sizes), derives a config from the paper config (:func:`check_config`: data roots, a short
 schedule, no pretrained download; each change is listed in the derived file's header), and runs
 three steps through ``tools/dist_train.sh`` / ``tools/dist_test.sh`` (torchrun,
-``--launcher pytorch``: NCCL on GPUs, gloo over CPU processes without one):
+``--launcher pytorch``: NCCL on GPUs, gloo over CPU processes without one). Those scripts are the
+checkout's: ``tools/check_install.py`` names their folder (:func:`tools_launcher`); the configs
+come from the installed package (``convnext_dense::`` names).
 
 1. **plain**: ``tools/train.py`` trains the config as shipped (fp16 AMP on GPUs) for
    ``save_at + iters`` iterations and checkpoints after ``save_at``.
@@ -61,10 +63,10 @@ from pathlib import Path
 
 import torch
 
+from ..config import check_cfg_options
+from ..engine import build_model
 from . import speed
 
-ROOT = speed.ROOT
-DOC = ROOT / 'docs/performance.md'
 BEGIN, END = '<!-- install-check:begin -->', '<!-- install-check:end -->'
 
 
@@ -77,10 +79,11 @@ class Case:
 
 
 CASES = {case.name: case for case in (
-    Case('mask_rcnn', 'Mask R-CNN-T', 'configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py'),
-    Case('cascade', 'Cascade Mask R-CNN-T', 'configs/mask_rcnn/cascade_convnext_t_coco_3x.py'),
-    Case('upernet', 'UperNet-T', 'configs/upernet/convnext_t_ade20k.py'),
-    Case('upernet_v2_b', 'UperNet V2-B', 'configs/upernet/convnext_v2_b_ade20k.py'),
+    Case('mask_rcnn', 'Mask R-CNN-T', 'convnext_dense::mask_rcnn/mask_rcnn_convnext_t_coco_3x.py'),
+    Case('cascade', 'Cascade Mask R-CNN-T',
+         'convnext_dense::mask_rcnn/cascade_convnext_t_coco_3x.py'),
+    Case('upernet', 'UperNet-T', 'convnext_dense::upernet/convnext_t_ade20k.py'),
+    Case('upernet_v2_b', 'UperNet V2-B', 'convnext_dense::upernet/convnext_v2_b_ade20k.py'),
 )}
 
 PLAIN, FAST, EVALUATE = 'plain', '--bf16 --channels-last --compile', 'tools/test.py'
@@ -201,7 +204,6 @@ def check_config(case: Case, plan: Plan, data_root: str, cfg_options: dict | Non
     Returns:
         ``(config, notes)``.
     """
-    from ..engine.run_config import check_cfg_options
     cfg = copy.deepcopy(paper) if paper is not None else speed.load_model_config(case.config)
     suite = plan.suite
     detection = cfg.default_scope == 'mmdet'
@@ -434,29 +436,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(script: str, args: Sequence[str], log: str, timeout: float,
-           env: dict | None = None) -> tuple[int | None, float]:
-    """Run ``bash tools/<script> args`` (torchrun on a free port) with its output in ``log``;
-    returns (exit status or None on timeout, seconds). A run past ``timeout`` is killed with
-    its whole process group (torchrun and its ranks)."""
-    env = dict(os.environ, **(env or {}), PORT=str(free_port()), PYTHON=sys.executable)
-    begin = time.perf_counter()
-    with open(log, 'w') as out:
-        process = subprocess.Popen(['bash', str(ROOT / 'tools' / script), *map(str, args)],
-                                   cwd=osp.dirname(log), stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
-        try:
-            status = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            status = None
-        finally:  # a timeout, or Ctrl-C (which the run's own session does not receive)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-    return status, time.perf_counter() - begin
-
-
+# Runs a script of the tools folder (``dist_train.sh``, ``dist_test.sh``) with its arguments,
+# its output in the log file, a timeout in seconds and extra environment variables; returns
+# (exit status or None on timeout, seconds).
 Launcher = Callable[[str, Sequence[str], str, float, dict | None], tuple[int | None, float]]
+
+
+def tools_launcher(tools_dir: str | Path) -> Launcher:
+    """The launcher of the scripts in ``tools_dir`` (a checkout's ``tools/``: the check runs the
+    commands users run, which an installed package does not hold)."""
+    tools_dir = Path(tools_dir)
+    for script in ('dist_train.sh', 'dist_test.sh'):
+        if not (tools_dir / script).is_file():
+            raise FileNotFoundError(f'tools_dir={str(tools_dir)!r} has no {script}')
+
+    def launch(script: str, args: Sequence[str], log: str, timeout: float,
+               env: dict | None = None) -> tuple[int | None, float]:
+        """Run ``bash TOOLS/<script> args`` (torchrun on a free port) with its output in
+        ``log``. A run past ``timeout`` is killed with its whole process group (torchrun and
+        its ranks)."""
+        env = dict(os.environ, **(env or {}), PORT=str(free_port()), PYTHON=sys.executable)
+        begin = time.perf_counter()
+        with open(log, 'w') as out:
+            process = subprocess.Popen(['bash', str(tools_dir / script), *map(str, args)],
+                                       cwd=osp.dirname(log), stdout=out,
+                                       stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+            try:
+                status = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                status = None
+            finally:  # a timeout, or Ctrl-C (which the run's own session does not receive)
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        return status, time.perf_counter() - begin
+
+    return launch
 
 
 def _timing(case: Case, path: str, records: list[dict]) -> speed.Timing | None:
@@ -510,15 +526,15 @@ def _check_run(result: StepResult, status: int | None, timeout: float,
 class InstallCheck:
     """Runs the steps of every case; see the module docstring."""
 
-    def __init__(self, plan: Plan, processes: int, work_dir: str, device: str = 'cuda',
-                 timeout: float = 900., cfg_options: dict | None = None,
-                 launcher: Launcher | None = None, echo: Callable[[str], None] = say) -> None:
+    def __init__(self, plan: Plan, processes: int, work_dir: str, launcher: Launcher,
+                 device: str = 'cuda', timeout: float = 900., cfg_options: dict | None = None,
+                 echo: Callable[[str], None] = say) -> None:
         self.plan = plan
         self.processes = processes
         self.work_dir = work_dir
         self.timeout = timeout
         self.cfg_options = cfg_options
-        self.launcher = launcher or launch
+        self.launcher = launcher
         self.echo = echo
         # On a GPU machine checked with --device cpu the ranks must not see the GPUs.
         self.env = {'CUDA_VISIBLE_DEVICES': ''} if device == 'cpu' else {}
@@ -545,7 +561,7 @@ class InstallCheck:
         cfg, notes = check_config(case, plan, self._data_root(paper), self.cfg_options, paper)
         config = Path(folder) / 'config.py'
         write_config(cfg, notes, case, config)
-        depth = rounding_depth(speed.build_model(cfg, 'cpu'))
+        depth = rounding_depth(build_model(cfg, device='cpu'))
         batch = cfg.train_dataloader.batch_size
         steps = [StepResult(case, path, self.processes, batch,
                             log=osp.join(folder, f'{name}.log'))
@@ -732,10 +748,11 @@ def preflight(device: str, processes: int) -> list[str]:
 
 
 def run(models: Sequence[str], plan: Plan, processes: int, device: str, work_dir: str | None,
-        timeout: float, cfg_options: dict | None = None, launcher: Launcher | None = None,
+        timeout: float, launcher: Launcher, cfg_options: dict | None = None,
         echo: Callable[[str], None] = say) -> tuple[InstallCheck, str]:
     """Run the check; returns it and its Markdown report. ``work_dir`` None: a temporary folder,
-    removed when every step passed."""
+    removed when every step passed. ``launcher``: :func:`tools_launcher` of a checkout's
+    ``tools/``."""
     unknown = [name for name in models if name not in CASES]
     if unknown:
         raise ValueError(f'--models {unknown}: unknown; use some of {list(CASES)}')
@@ -744,7 +761,7 @@ def run(models: Sequence[str], plan: Plan, processes: int, device: str, work_dir
     keep = work_dir is not None
     work_dir = osp.abspath(work_dir) if keep else tempfile.mkdtemp(prefix='check_install_')
     os.makedirs(work_dir, exist_ok=True)
-    check = InstallCheck(plan, processes, work_dir, device, timeout, cfg_options, launcher,
+    check = InstallCheck(plan, processes, work_dir, launcher, device, timeout, cfg_options,
                          echo)
     begin = time.perf_counter()
     for name in models:

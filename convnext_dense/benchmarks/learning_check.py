@@ -1,11 +1,11 @@
 """The learning check: train the toy configs long enough to show that the training loop learns.
 
-Each :class:`ToyTask` names a toy config (``configs/*/convnext_atto_toy.py`` of a checkout), the
-held-out metric and the target it must reach. :func:`run_task` trains it with the checkout's
-``tools/train.py`` in a child process (exactly the user's command, with its own registries and
-seed), evaluating on the held-out toy split every ``val_interval`` iterations, and reads the
-metrics back from the run's ``vis_data/scalars.json``. ``tools/benchmark_toy.py`` is the command
-line and names the checkout.
+Each :class:`ToyTask` names a toy config (``convnext_dense::*/convnext_atto_toy.py``, from the
+installed package), the held-out metric and the target it must reach. :func:`run_task` trains it
+with a checkout's ``tools/train.py`` in a child process (exactly the user's command, with its own
+registries and seed), evaluating on the held-out toy split every ``val_interval`` iterations, and
+reads the metrics back from the run's ``vis_data/scalars.json``. ``tools/benchmark_toy.py`` is
+the command line and names the checkout it belongs to.
 
 A target means something only above what a model that learnt nothing scores: the toy scenes are
 mostly background, so predicting "background" on every pixel already scores
@@ -34,7 +34,7 @@ from ..analysis.curves import find_scalars, read_scalars
 @dataclass(frozen=True)
 class ToyTask:
     name: str
-    config: str  # relative to the checkout
+    config: str  # a plugin config by name (convnext_dense::PATH), as tools/train.py takes it
     dataset_dir: str  # the folder make_toy_data writes for it
     metric: str  # key of the held-out metric in scalars.json
     target: float  # the metric must reach at least this
@@ -57,9 +57,9 @@ TASKS: dict[str, ToyTask] = {
     task.name: task
     for task in (
         # mIoU over the background and the 5 shapes
-        ToyTask('upernet', 'configs/upernet/convnext_atto_toy.py', 'toy_ade', 'mIoU', 80.0, 600,
-                ('aAcc', 'mAcc'), held_out_labels='annotations/validation'),
-        ToyTask('mask_rcnn', 'configs/mask_rcnn/convnext_atto_toy.py', 'toy_coco',
+        ToyTask('upernet', 'convnext_dense::upernet/convnext_atto_toy.py', 'toy_ade', 'mIoU',
+                80.0, 600, ('aAcc', 'mAcc'), held_out_labels='annotations/validation'),
+        ToyTask('mask_rcnn', 'convnext_dense::mask_rcnn/convnext_atto_toy.py', 'toy_coco',
                 'coco/bbox_mAP', 0.5, 600, ('coco/bbox_mAP_50', 'coco/segm_mAP')),
     )
 }
@@ -167,7 +167,8 @@ def run_task(task: ToyTask, checkout: str, data_root: str, work_dir: str, iters:
     that its target is above the best constant prediction's score on the held-out set.
 
     Args:
-        checkout: The repository folder whose ``tools/train.py`` and configs run.
+        checkout: The repository folder whose ``tools/train.py`` runs (the config comes from
+            the installed package).
         cfg_options: ``KEY=VALUE`` strings for ``tools/train.py --cfg-options``, after the ones
             that set the data and the schedule, so they can override them.
     """
@@ -182,12 +183,12 @@ def run_task(task: ToyTask, checkout: str, data_root: str, work_dir: str, iters:
     options.update({'train_cfg.max_iters': str(iters),
                     'train_cfg.val_interval': str(val_interval),
                     'default_hooks.checkpoint.interval': str(val_interval)})
-    command = [python, train_script, osp.join(checkout, task.config), '--work-dir', work_dir,
-               '--cfg-options',
+    work_dir = osp.abspath(work_dir)  # the run's and read_val_metrics' folder, whatever the cwd
+    command = [python, train_script, task.config, '--work-dir', work_dir, '--cfg-options',
                *(f'{key}={value}' for key, value in options.items()), *(cfg_options or [])]
     print('+ ' + ' '.join(command), flush=True)
     start = time.perf_counter()
-    completed = subprocess.run(command, cwd=checkout, env=dict(os.environ))
+    completed = subprocess.run(command, env=dict(os.environ))
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
         raise RuntimeError(f'{task.name}: tools/train.py exited with {completed.returncode}; '

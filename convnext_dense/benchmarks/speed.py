@@ -28,21 +28,23 @@ from pathlib import Path
 
 import torch
 
-from ..engine.compat import import_mmpretrain
+from ..compat import import_mmpretrain
+from ..config import load_config
+from ..engine import apply_fast_path, build_model, configure_fast_path
 from ..models import ConvNeXt
 from ..testing import det_batch, seg_batch
 
-ROOT = Path(__file__).resolve().parents[2]
-# Ours: the project's configs as users run them (their heads, their layer-decay constructor).
-# Upstream: mmdet's / mmseg's own ConvNeXt-T configs (mmpretrain.ConvNeXt backbone).
+# Ours: the project's configs as users run them (their heads, their layer-decay constructor),
+# from the installed package. Upstream: mmdet's / mmseg's own ConvNeXt-T configs
+# (mmpretrain.ConvNeXt backbone).
 MODEL_CASES = {
-    'Mask R-CNN-T': ('configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py',
+    'Mask R-CNN-T': ('convnext_dense::mask_rcnn/mask_rcnn_convnext_t_coco_3x.py',
                      'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'),
     'Cascade Mask R-CNN-T': (
-        'configs/mask_rcnn/cascade_convnext_t_coco_3x.py',
+        'convnext_dense::mask_rcnn/cascade_convnext_t_coco_3x.py',
         'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_'
         'coco.py'),
-    'UperNet-T': ('configs/upernet/convnext_t_ade20k.py',
+    'UperNet-T': ('convnext_dense::upernet/convnext_t_ade20k.py',
                   'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'),
 }
 OURS_FAST, OURS_PLAIN, UPSTREAM = 'ours fast', 'ours plain', 'upstream (mmpretrain.ConvNeXt)'
@@ -238,37 +240,17 @@ def bench_backbone(device: torch.device, suite: Suite, skipped: list[str]) -> li
 
 # -- full models ------------------------------------------------------------------------------
 def load_model_config(config: str):
-    """A config by repository-relative path (a project config, checked as the tools check it)
-    or by ``mmdet::`` / ``mmseg::`` name (mmdet's and mmseg's own configs)."""
-    from ..engine.run_config import load_config
+    """A project config by ``convnext_dense::`` name or file path (checked as the tools check
+    it), or mmdet's and mmseg's own by ``mmdet::`` / ``mmseg::`` name."""
     if config.startswith(('mmdet::', 'mmseg::')):
         from mmengine.hub import get_config
         return get_config(config)
-    return load_config(str(ROOT / config))
-
-
-def build_model(cfg, device: torch.device | str = 'cpu') -> torch.nn.Module:
-    """``cfg.model`` built as the tools build it (in the config's default scope), without its
-    pretrained weights (``init_cfg``, ``pretrained``: the benchmarks and the installation
-    check run offline) and, off CUDA, with SyncBN replaced by BN, on ``device``."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(cfg.default_scope)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.init_cfg = None
-    model_cfg.pop('pretrained', None)
-    model = MODELS.build(model_cfg)
-    device = torch.device(device)
-    if device.type != 'cuda':
-        model = revert_sync_batchnorm(model)  # SyncBN needs CUDA
-    return model.to(device)
+    return load_config(config)
 
 
 def build_contender(config: str, contender: str, device: torch.device, suite: Suite):
     """(model, optim wrapper) of one contender."""
     from mmengine.optim import build_optim_wrapper
-
-    from ..engine.fast_path import apply_fast_path, configure_fast_path
     cfg = load_model_config(config)
     if contender == UPSTREAM:
         import_mmpretrain()
@@ -280,7 +262,8 @@ def build_contender(config: str, contender: str, device: torch.device, suite: Su
     if 'size' in cfg.model.data_preprocessor:
         # UperNet pads every image to its training crop: the suite's crop.
         cfg.model.data_preprocessor.size = suite.seg_train[1:]
-    model = build_model(cfg, device)
+    # the benchmarks run offline: no pretrained download (build_model leaves it out)
+    model = build_model(cfg, device=device)
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     if device.type != 'cuda' and wrapper_cfg.get('type') == 'AmpOptimWrapper':
         wrapper_cfg.type = 'OptimWrapper'  # fp16 AMP needs CUDA

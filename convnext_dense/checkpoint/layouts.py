@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.convnext import ARCH_SETTINGS, NUM_STAGES
+from ..arch_settings import ARCH_SETTINGS, NUM_STAGES
 
 _PLACEHOLDERS = {'i': r'(?P<i>\d+)', 'j': r'(?P<j>\d+)', 'k': r'(?P<k>\d+)',
                  'p': r'(?P<p>weight|bias)'}

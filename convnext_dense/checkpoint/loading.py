@@ -3,7 +3,7 @@ layouts.
 
 :func:`load_pretrained` is what ``init_cfg=dict(type='Pretrained', checkpoint=...)`` runs: it
 reads the file (or a Hugging Face ``save_pretrained`` folder) with ``weights_only``
-(:mod:`convnext_dense.engine.torch_load`), detects the layout, converts and loads it, naming
+(:mod:`convnext_dense.fileio.torch_load`), detects the layout, converts and loads it, naming
 the file and keys when it does not fit, and logs where every key of the file went and, for
 DINOv3 and EUPE weights, their licence (:mod:`.families`).
 """
@@ -19,8 +19,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..engine.atomic_io import atomic_write
-from ..engine.torch_load import read_checkpoint
+from ..fileio import atomic_write, read_checkpoint
 from .families import licence_notice, weight_families
 from .layouts import (
     ConversionReport,
@@ -61,7 +60,7 @@ def read_weights_folder(folder: str) -> dict[str, torch.Tensor]:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return unwrap_checkpoint(read_checkpoint(path))
-    raise FileNotFoundError(f'{folder!r} is a folder without weights: none of '
+    raise FileNotFoundError(f'{folder} has no weights: none of '
                             f'{HF_WEIGHT_FILES + HF_WEIGHT_INDEXES} is in it')
 
 

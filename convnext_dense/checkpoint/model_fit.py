@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..engine.torch_load import read_checkpoint
+from ..fileio import read_checkpoint
 from .layouts import OFFICIAL, convert_state_dict, detect_layout, unwrap_checkpoint
 from .loading import shape_mismatch
 

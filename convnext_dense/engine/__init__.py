@@ -1,10 +1,8 @@
-from .atomic_io import (
-    AtomicLocalBackend,
-    atomic_open,
-    atomic_write,
-    register_atomic_local_backend,
-)
-from .compat import allow_bf16_nms, guard_mmpretrain_import, import_mmpretrain
+"""Running the models: what ``tools/train.py`` and ``tools/test.py`` prepare (:mod:`.run_config`),
+the hooks every run gets (:mod:`.hooks`, :mod:`.fail_safe`), the fast path (:mod:`.fast_path`),
+and building a config's model outside a Runner (:mod:`.build`). Importing it registers the hooks
+and the channels-last DDP wrapper in mmengine's root registries."""
+from .build import build_model, unwrap_model
 from .fail_safe import (
     CheckpointWriteCheckHook,
     CheckpointWriteError,
@@ -13,23 +11,16 @@ from .fail_safe import (
     StopSignalHook,
 )
 from .fast_path import (
-    BF16OptimWrapper,
+    ChannelsLastDistributedDataParallel,
     FastPathHook,
     apply_fast_path,
     configure_fast_path,
 )
 from .hooks import EvalProgressBarHook, LoadCheckpointHook, RNGStateHook
-from .torch_load import (
-    UnsafeCheckpointError,
-    allow_mmengine_checkpoints,
-    read_checkpoint,
-    register_mmengine_loader,
-)
+from .run_config import TASKS, adapt_to_cpu, make_runner, prepare_test_cfg, prepare_train_cfg
 
-__all__ = ['AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointWriteCheckHook',
-           'CheckpointWriteError', 'FastPathHook', 'NonFiniteCheckHook', 'NonFiniteTrainingError',
-           'StopSignalHook', 'apply_fast_path', 'atomic_open',
-           'configure_fast_path', 'EvalProgressBarHook', 'LoadCheckpointHook', 'RNGStateHook',
-           'UnsafeCheckpointError', 'allow_bf16_nms', 'allow_mmengine_checkpoints',
-           'atomic_write', 'guard_mmpretrain_import', 'import_mmpretrain', 'read_checkpoint',
-           'register_atomic_local_backend', 'register_mmengine_loader']
+__all__ = ['TASKS', 'ChannelsLastDistributedDataParallel', 'CheckpointWriteCheckHook',
+           'CheckpointWriteError', 'EvalProgressBarHook', 'FastPathHook', 'LoadCheckpointHook',
+           'NonFiniteCheckHook', 'NonFiniteTrainingError', 'RNGStateHook', 'StopSignalHook',
+           'adapt_to_cpu', 'apply_fast_path', 'build_model', 'configure_fast_path',
+           'make_runner', 'prepare_test_cfg', 'prepare_train_cfg', 'unwrap_model']

@@ -46,7 +46,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from .atomic_io import atomic_write
+from ..fileio import atomic_write
 
 __all__ = ['CheckpointWriteCheckHook', 'CheckpointWriteError', 'NonFiniteCheckHook',
            'NonFiniteTrainingError', 'StopSignalHook']

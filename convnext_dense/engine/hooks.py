@@ -20,11 +20,12 @@ import torch
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.utils import ProgressBar
 
-from .compat import replay_skipped_batches
+from ..checkpoint import load_model_checkpoint
+from ..compat import replay_skipped_batches
+from .build import unwrap_model
 
 
 @HOOKS.register_module()
@@ -195,11 +196,6 @@ class LoadCheckpointHook(Hook):
         self.checkpoint = checkpoint
 
     def before_run(self, runner) -> None:
-        from ..checkpoint import load_model_checkpoint
-
-        model = runner.model
-        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-            model = model.module
-        notes, _ = load_model_checkpoint(model, self.checkpoint)
+        notes, _ = load_model_checkpoint(unwrap_model(runner.model), self.checkpoint)
         print_log('; '.join([f'Load checkpoint from {self.checkpoint}: every tensor of the '
                              'model loaded', *notes]), logger='current')

@@ -3,11 +3,9 @@
 The task comes from the config's ``default_scope`` (``mmdet`` or ``mmseg``), as in mmdet's and
 mmseg's own tools, whose arguments and conventions these follow. On top of them:
 
-* ``--cfg-options`` keys are checked against the config: a key whose parent does not exist, or
-  a new key that is one typo away from an existing one, is an error naming it (mmengine would
-  silently add it).
-* A syntax error in the config or in any file of its ``_base_`` chain names that file and the
-  line (mmengine shows the line but not the file).
+* The config is read and checked by :func:`convnext_dense.config.load_config` (``--cfg-options``
+  typos, syntax errors named by file) and its data by
+  :func:`convnext_dense.config.check_datasets`, before anything is built.
 * On a machine without CUDA, SyncBN becomes BN and fp16 AMP (it needs a GPU) becomes fp32
   (bf16 AMP stays bf16, which CPUs autocast), each with one log line, and ``--launcher
   pytorch`` runs on gloo with CPU DDP, so the same configs and commands run on a laptop or a
@@ -20,21 +18,18 @@ mmseg's own tools, whose arguments and conventions these follow. On top of them:
 """
 from __future__ import annotations
 
-import ast
-import difflib
 import logging
 import os.path as osp
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
-from ..ops.roi_ops import check_roi_ops, set_roi_ops
-from .data_checks import check_datasets
-from .fast_path import configure_fast_path, replace_types
+from ..config import SCOPES, add_custom_hook, check_datasets, load_config, replace_types
+from ..ops.roi_ops import set_roi_ops
+from .fast_path import configure_fast_path
 
 
 def _mmdet_show_dir(cfg: Config, show_dir: str) -> None:
@@ -84,128 +79,15 @@ TASKS = {
     'mmdet': Task('mmdet', _mmdet_show_dir, _mmdet_out, tta_keeps_image_loading=True),
     'mmseg': Task('mmseg', _mmseg_show_dir, _mmseg_out, tta_keeps_image_loading=False),
 }
-SCOPES = tuple(TASKS)
-__all__ = ['DictAction', 'SCOPES', 'TASKS', 'Task', 'check_cfg_options', 'load_config',
-           'make_runner', 'prepare_test_cfg', 'prepare_train_cfg']
-
-
-# -- configs ----------------------------------------------------------------------------------
-def _close_keys(name: str, keys) -> list[str]:
-    return difflib.get_close_matches(name, [str(k) for k in keys], n=3, cutoff=0.75)
-
-
-def check_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
-    """Refuse ``--cfg-options`` keys that are not in the config, naming the key.
-
-    A new key is allowed where no existing sibling looks like it: a new ``randomness.seed`` is
-    fine, ``train_cfg.max_iter`` next to ``max_iters`` or ``optim_wraper.lr`` next to
-    ``optim_wrapper`` is a typo.
-    """
-    for key in options:
-        node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
-        parts = key.split('.')
-        for depth, part in enumerate(parts):
-            path = '.'.join(parts[:depth + 1])
-            if isinstance(node, (list, tuple)):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise KeyError(f'--cfg-options {key}: {path!r} indexes a list of '
-                                   f'{len(node)} items')
-                node = node[int(part)]
-                continue
-            if not isinstance(node, dict):
-                raise KeyError(f'--cfg-options {key}: {".".join(parts[:depth])!r} is a '
-                               f'{type(node).__name__}, not a dict of options')
-            if part in node:
-                node = node[part]
-                continue
-            close = _close_keys(part, node.keys())
-            if close:
-                raise KeyError(f'--cfg-options {key}: the config has no {path!r}; did you '
-                               f'mean {", ".join(repr(c) for c in close)}?')
-            break  # a new key (and subtree)
-
-
-def _base_files(config: str, tree: ast.Module) -> list[str]:
-    """The files ``config`` inherits: its ``_base_`` entries, or the relative imports of a
-    ``with read_base():`` block (mmengine's lazy-import configs)."""
-    names: list[str] = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(target, ast.Name) and target.id == '_base_'
-                for target in node.targets):
-            try:
-                value = ast.literal_eval(node.value)
-            except (ValueError, TypeError):
-                break
-            names = [value] if isinstance(value, str) else list(value) \
-                if isinstance(value, (list, tuple)) else []
-            break
-    paths = []
-    for name in names:
-        try:
-            paths.append(Config._get_cfg_path(name, config)[0])
-        except Exception:  # an uninstalled package's 'mmdet::...': fromfile says so itself
-            continue
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module:
-            folder = osp.dirname(config)
-            for _ in range(node.level - 1):
-                folder = osp.dirname(folder)
-            paths.append(osp.join(folder, *node.module.split('.')) + '.py')
-    return [osp.normpath(path) for path in paths if path.endswith('.py')]
-
-
-def _config_syntax_error(config: str, seen: set[str]) -> SyntaxError | None:
-    """The first syntax error in ``config`` or the files it inherits, with its file name.
-
-    mmengine 0.10.7 parses each file of the ``_base_`` chain with ``ast.parse`` and no file name
-    (``Config._is_lazy_import``) before its own check that would name it, so a syntax error
-    reaches the user as ``File "<unknown>", line 7`` without saying which file holds it.
-    """
-    if osp.abspath(config) in seen or not osp.isfile(config):
-        return None
-    seen.add(osp.abspath(config))
-    with open(config, encoding='utf-8') as f:
-        source = f.read()
-    try:
-        tree = ast.parse(source, filename=config)
-    except SyntaxError as error:
-        return error
-    for base in _base_files(config, tree):
-        error = _config_syntax_error(base, seen)
-        if error is not None:
-            return error
-    return None
-
-
-def load_config(config: str, cfg_options: dict | None = None) -> Config:
-    """Read a config file and apply checked ``--cfg-options``."""
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file {config!r} does not exist')
-    try:
-        cfg = Config.fromfile(config)
-    except SyntaxError:
-        error = _config_syntax_error(config, set())
-        if error is None:
-            raise
-        raise SyntaxError(f'config file {error.filename!r}, line {error.lineno}: {error.msg}',
-                          (error.filename, error.lineno, error.offset, error.text,
-                           error.end_lineno, error.end_offset)) from None
-    if cfg_options:
-        check_cfg_options(cfg, cfg_options)
-        cfg.merge_from_dict(cfg_options)
-    check_roi_ops(cfg.get('roi_ops', 'auto'))  # RoIAlign/NMS kernels: convnext_dense.ops.roi_ops
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'{config}: default_scope={scope!r}; this tool runs mmdet and mmseg '
-                         f'configs ({SCOPES}), whose _base_ default_runtime sets it')
-    return cfg
+assert tuple(TASKS) == SCOPES, 'one Task for each scope load_config accepts'
+__all__ = ['TASKS', 'Task', 'adapt_to_cpu', 'make_runner', 'prepare_test_cfg',
+           'prepare_train_cfg']
 
 
 def adapt_to_cpu(cfg: Config) -> None:
     """Without CUDA: SyncBN -> BN and fp16 AMP -> fp32, each said once in the log; bf16 AMP
-    runs on the CPU as :class:`.fast_path.BF16OptimWrapper` (mmengine's ``AmpOptimWrapper``
-    refuses to be built without a GPU)."""
+    runs on the CPU as :class:`convnext_dense.optim.BF16OptimWrapper` (mmengine's
+    ``AmpOptimWrapper`` refuses to be built without a GPU)."""
     if torch.cuda.is_available():
         return
     replaced = replace_types(cfg._cfg_dict, 'SyncBN', 'BN')
@@ -233,13 +115,6 @@ def _set_default_work_dir(cfg: Config, config: str, work_dir: str | None) -> Non
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
 
 
-def _add_hook(cfg: Config, hook_type: str, **kwargs) -> None:
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') == hook_type for h in hooks):
-        hooks.append(dict(type=hook_type, **kwargs))
-    cfg.custom_hooks = hooks
-
-
 def _setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     """mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model with
     ``device_ids=[LOCAL_RANK]``, both of which fail without CUDA: initialise gloo here (the
@@ -252,7 +127,7 @@ def _setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-    # the wrapper --channels-last sets (fast_path.ChannelsLastDistributedDataParallel) stays
+    # the wrapper --channels-last sets (ChannelsLastDistributedDataParallel) stays
     wrapper = (cfg.get('model_wrapper_cfg') or {}).get('type', 'MMDistributedDataParallel')
     cfg.model_wrapper_cfg = dict(type=wrapper, device_ids=None,
                                  broadcast_buffers=False,
@@ -324,10 +199,11 @@ def prepare_train_cfg(config: str,
         backends.append(dict(type='TensorboardVisBackend'))
         cfg.visualizer.vis_backends = backends
     configure_fast_path(cfg, bf16=bf16, channels_last=channels_last, compile=compile)
-    _add_hook(cfg, 'RNGStateHook')
+    add_custom_hook(cfg, 'RNGStateHook')
     for hook in ('NonFiniteCheckHook', 'StopSignalHook', 'CheckpointWriteCheckHook'):
-        _add_hook(cfg, hook)  # .fail_safe: kept as the config sets them, added where it does not
-    _add_hook(cfg, 'EvalProgressBarHook')
+        # .fail_safe: kept as the config sets them, added where it does not
+        add_custom_hook(cfg, hook)
+    add_custom_hook(cfg, 'EvalProgressBarHook')
     loaders = ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else \
         ('train_dataloader', )
     return _common(cfg, config, work_dir, launcher, loaders)
@@ -370,7 +246,7 @@ def prepare_test_cfg(config: str,
     # LoadCheckpointHook instead of load_from: it refuses a checkpoint of another model (mmengine
     # would only warn and evaluate untrained weights) and converts another backbone layout.
     cfg.load_from = None
-    _add_hook(cfg, 'LoadCheckpointHook', checkpoint=checkpoint)
+    add_custom_hook(cfg, 'LoadCheckpointHook', checkpoint=checkpoint)
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
     if tta:
@@ -385,7 +261,7 @@ def prepare_test_cfg(config: str,
         task.save_predictions(cfg, out, evaluators)
         cfg.test_evaluator = evaluators
     configure_fast_path(cfg, bf16=bf16, channels_last=channels_last, compile=compile)
-    _add_hook(cfg, 'EvalProgressBarHook')
+    add_custom_hook(cfg, 'EvalProgressBarHook')
     return _common(cfg, config, work_dir, launcher, ('test_dataloader', ))
 
 

@@ -46,7 +46,6 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import os.path as osp
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.data_checks import check_coco_annotation
+from .annotations import check_coco_annotation, read_json
 
 BACKENDS = ('faster_coco_eval', 'pycocotools')
 DEFAULT_BACKEND = 'faster_coco_eval'
@@ -170,13 +169,7 @@ def load_results(results_file: str, coco, iou_type: str,
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f'iou_type={iou_type!r}: use one of {IOU_TYPES}')
-    if not osp.isfile(results_file):
-        raise FileNotFoundError(f'results file {results_file!r} does not exist')
-    try:
-        with open(results_file, encoding='utf-8') as f:
-            results = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f'results file {results_file!r} is not JSON: {error}') from error
+    results = read_json(results_file, 'results file')
     if not isinstance(results, list):
         hint = ' (it looks like an annotation file)' \
             if isinstance(results, dict) and 'annotations' in results else ''
@@ -546,9 +539,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def save_summary(summary: dict[str, Any], path: str) -> None:
     """Write the summary as JSON, atomically (all or nothing)."""
-    # Imported here: mmengine (which atomic_io extends) would add a third of a second to every
+    # Imported here: mmengine (which fileio.atomic extends) would add a third of a second to every
     # start of tools/coco_eval.py, and only --out needs it.
-    from ..engine.atomic_io import atomic_write
+    from ..fileio.atomic import atomic_write
     data = {key: value if not isinstance(value, dict)
             else {k: v for k, v in value.items() if k != 'lines'}
             for key, value in summary.items()}

@@ -5,12 +5,13 @@ ConvNets with Masked Autoencoders" (Woo et al., CVPR 2023), built the way the pa
 and segmentation code builds it: four stages at strides 4/8/16/32, each output through its own
 LayerNorm ``norm{i}``.
 
-This file owns the model: ``Block`` -> ``Stage`` -> ``ConvNeXt`` -> the arch tables, and the
-mapping from a parameter name to its layer id for layer-wise learning-rate decay
-(``ConvNeXt.get_layer_id``). Module and parameter names are those of the official release
-(``downsample_layers.*``, ``stages.{i}.{j}.dwconv|norm|pwconv1|pwconv2|gamma|grn``, ``norm{i}``),
-so the paper's checkpoints, the fine-tuned COCO/ADE20K ones included, load without conversion;
-other layouts go through :mod:`convnext_dense.checkpoint`.
+This file owns the model: ``Block`` -> ``Stage`` -> ``ConvNeXt`` (the sizes it builds are the
+data of :mod:`convnext_dense.arch_settings`), and the mapping from a parameter name to its layer
+id for layer-wise learning-rate decay (``ConvNeXt.get_layer_id``). Module and parameter names
+are those of the official release (``downsample_layers.*``,
+``stages.{i}.{j}.dwconv|norm|pwconv1|pwconv2|gamma|grn``, ``norm{i}``), so the paper's
+checkpoints, the fine-tuned COCO/ADE20K ones included, load without conversion; other layouts go
+through :mod:`convnext_dense.checkpoint`.
 """
 from __future__ import annotations
 
@@ -26,34 +27,9 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from torch import nn
 
+from ..arch_settings import ARCH_SETTINGS, DECAY_TYPES, NUM_STAGES, V1_ARCHS, VERSIONS
 from ..ops import dwconv7x7_layernorm, grn
 from .layers import GRN, LayerNorm2d
-
-NUM_STAGES = 4
-
-# depths and dims of every published size. Any size can be built as V1 or V2 (timm publishes
-# V1 atto..nano too); `version` defaults to the paper that published the size. `norm_eps`: the
-# LayerNorm epsilon of a size whose published weights were trained with another than 1e-6.
-ARCH_SETTINGS = {
-    'atto': dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320]),
-    'femto': dict(depths=[2, 2, 6, 2], dims=[48, 96, 192, 384]),
-    'pico': dict(depths=[2, 2, 6, 2], dims=[64, 128, 256, 512]),
-    'nano': dict(depths=[2, 2, 8, 2], dims=[80, 160, 320, 640]),
-    'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
-    'small': dict(depths=[3, 3, 27, 3], dims=[96, 192, 384, 768]),
-    'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
-    'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
-    'xlarge': dict(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048]),
-    # open_clip's CLIP ConvNeXt-XXLarge, the only weights of this size (timm's convnext_xxlarge
-    # builds it with norm_eps=1e-5; open_clip's model_configs/convnext_xxlarge.json keeps that)
-    'xxlarge': dict(depths=[3, 4, 30, 3], dims=[384, 768, 1536, 3072], norm_eps=1e-5),
-    'huge': dict(depths=[3, 3, 27, 3], dims=[352, 704, 1408, 2816]),
-}
-# The sizes each paper published (Liu et al. 2022 + timm's xxlarge; Woo et al. 2023).
-V1_ARCHS = ('tiny', 'small', 'base', 'large', 'xlarge', 'xxlarge')
-V2_ARCHS = ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge')
-VERSIONS = ('v1', 'v2')
-DECAY_TYPES = ('layer_wise', 'stage_wise')
 
 
 class Block(nn.Module):

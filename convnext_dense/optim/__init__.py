@@ -1,3 +1,4 @@
+from .bf16 import BF16OptimWrapper
 from .layer_decay import ConvNeXtLayerDecayOptimWrapperConstructor
 
-__all__ = ['ConvNeXtLayerDecayOptimWrapperConstructor']
+__all__ = ['BF16OptimWrapper', 'ConvNeXtLayerDecayOptimWrapperConstructor']

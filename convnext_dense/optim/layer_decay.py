@@ -19,7 +19,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-from ..models.convnext import DECAY_TYPES
+from ..arch_settings import DECAY_TYPES
 
 DECAY_OPTIONS = ('decay_rate', 'decay_type', 'num_layers')
 # Keys that DefaultOptimWrapperConstructor adds to a parameter group besides 'params'.

@@ -14,6 +14,7 @@ from convnext_dense.benchmarks.coco_eval_speed import (
     run_benchmark,
     synthetic_coco,
 )
+from tests.helpers import ROOT
 
 
 def test_synthetic_set():
@@ -39,8 +40,8 @@ def test_synthetic_set():
 
 
 def test_benchmark_runs(tmp_path):
-    result = run_benchmark(tmp_path, num_images=20, repeats=1, detections_per_image=20,
-                           log=lambda message: None)
+    result = run_benchmark(tmp_path, ROOT / 'tools/coco_eval.py', num_images=20, repeats=1,
+                           detections_per_image=20, log=lambda message: None)
     assert (result.num_images, result.num_detections) == (20, 400)
     assert [len(c.seconds) for c in result.contenders] == [1, 1, 1, 1]
     assert all(c.cpu_seconds[0] > 0 for c in result.contenders)

@@ -17,6 +17,7 @@ from mmengine.config import Config
 import convnext_dense  # noqa: F401  (registers the plugin)
 from convnext_dense.benchmarks import install_check as ic
 from convnext_dense.benchmarks import speed
+from convnext_dense.engine import build_model
 from convnext_dense.testing import det_batch, det_images, seg_batch, seg_images
 from convnext_dense.testing.datasets import write_ade_like, write_coco_like
 from tests.helpers import ROOT, run_tool
@@ -46,7 +47,7 @@ def load_once(config: str):
 def test_tolerance_is_the_numerics_one():
     cfg, _ = ic.check_config(ic.CASES['upernet'], ic.PLANS['toy'], '/data',
                              paper=load_once(ic.CASES['upernet'].config))
-    model = speed.build_model(cfg)
+    model = build_model(cfg)
     depth = ic.rounding_depth(model)
     assert depth == rounding_depth(model) > 10
     for loss in (6.5, 0.0078125, -2.25):  # exact in fp32, as numerics' tensor holds them
@@ -294,7 +295,7 @@ class ScriptedRuns:
 
 def scripted_check(tmp_path, monkeypatch, capsys, *argv, **faults):
     runs = ScriptedRuns(**faults)
-    monkeypatch.setattr(ic, 'launch', runs)
+    monkeypatch.setattr(ic, 'tools_launcher', lambda tools_dir: runs)
     monkeypatch.setattr(speed, 'load_model_config', load_once)
     status = load_tool().main(['--device', 'cpu', '--work-dir', str(tmp_path / 'w'),
                                '--out', str(tmp_path / 'out.json'), *argv])
@@ -359,10 +360,9 @@ def test_scripted_failures_are_named(tmp_path, monkeypatch, capsys, step, fault,
 
 def test_first_failure_of_several_models(tmp_path, monkeypatch, capsys):
     runs = ScriptedRuns(test='exit')
-    monkeypatch.setattr(ic, 'launch', runs)
     monkeypatch.setattr(speed, 'load_model_config', load_once)
     check, report = ic.run(['upernet_v2_b', 'upernet'], ic.PLANS['toy'], 2, 'cpu',
-                           str(tmp_path / 'w'), 60., echo=lambda line: None)
+                           str(tmp_path / 'w'), 60., runs, echo=lambda line: None)
     assert len(runs.calls) == 6  # the second model still runs
     assert check.first_failure.case.label == 'UperNet V2-B'
     assert check.first_failure.path == ic.EVALUATE
@@ -378,10 +378,9 @@ def test_gpu_branch_commands(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.distributed, 'is_nccl_available', lambda: True)
     doc = tmp_path / 'performance.md'
     doc.write_text(f'intro\n{ic.BEGIN}\nNot measured on a GPU yet.\n{ic.END}\noutro\n')
-    monkeypatch.setattr(ic, 'DOC', doc)
     status, out, err, runs = scripted_check(
         tmp_path, monkeypatch, capsys, '--device', 'cuda', '--models', 'mask_rcnn',
-        '--write-docs')
+        '--write-docs', str(doc))
     assert status == 0, err
     written = doc.read_text()
     assert written.startswith(f'intro\n{ic.BEGIN}\nMeasured with `python tools/check_install.py')

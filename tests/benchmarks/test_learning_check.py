@@ -24,8 +24,8 @@ from convnext_dense.benchmarks.learning_check import (
     read_val_metrics,
     run_task,
 )
+from convnext_dense.config import load_config
 from convnext_dense.datasets import BACKGROUND_CLASS, SEG_CLASSES, make_toy_data
-from convnext_dense.engine.run_config import load_config
 from tests.helpers import ROOT, run_tool
 
 
@@ -34,7 +34,7 @@ def test_data_options_are_config_keys(name):
     task = TASKS[name]
     options = task.data_options('/toy/root')
     # load_config refuses keys the config does not have (typos), naming them
-    cfg = load_config(f'{ROOT}/{task.config}', options)
+    cfg = load_config(task.config, options)
     root = f'/toy/root/{task.dataset_dir}/'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader].dataset.data_root == root

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from convnext_dense.benchmarks import speed
+from convnext_dense.engine import build_model
 from tests.helpers import ROOT
 
 
@@ -58,10 +59,10 @@ def test_build_model_as_the_tools_build_it():
     config's own model, without the pretrained download, BN for SyncBN off CUDA; the config is
     left as it was."""
     from convnext_dense.models import ConvNeXt
-    cfg = speed.load_model_config('configs/upernet/convnext_t_ade20k.py')
+    cfg = speed.load_model_config('convnext_dense::upernet/convnext_t_ade20k.py')
     before = copy.deepcopy(cfg.model)
     assert before.backbone.init_cfg.type == 'Pretrained'
-    model = speed.build_model(cfg)
+    model = build_model(cfg)
     assert cfg.model == before
     assert isinstance(model.backbone, ConvNeXt) and model.backbone.init_cfg is None
     assert model.decode_head.num_classes == 150

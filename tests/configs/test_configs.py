@@ -23,7 +23,7 @@ from convnext_dense.analysis import (
     model_complexity,
 )
 from convnext_dense.analysis.metafile import read_metafile
-from convnext_dense.models import ARCH_SETTINGS
+from convnext_dense.arch_settings import ARCH_SETTINGS
 from convnext_dense.testing import det_batch, seg_batch
 from tests.helpers import ROOT
 

@@ -18,13 +18,13 @@ import convnext_dense  # noqa: F401  (registers the backbone, safe checkpoint lo
 from convnext_dense.checkpoint import load_model_checkpoint
 from convnext_dense.datasets import SEG_CLASSES, make_toy_data
 from convnext_dense.deployment.hf_upernet import (
-    build_upernet,
     export_hf,
     hf_to_upernet_state_dict,
     import_hf,
     upernet_to_hf_state_dict,
 )
-from convnext_dense.engine.torch_load import read_checkpoint
+from convnext_dense.engine import build_model
+from convnext_dense.fileio.torch_load import read_checkpoint
 from tests.helpers import ROOT, perturb_
 from tests.numerics import assert_close_to_reference, reduction_depth
 
@@ -111,7 +111,7 @@ def assert_same_model(ours: nn.Module, hf_model, seed: int) -> None:
 @pytest.mark.parametrize('version', ['v1', 'v2'])
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path, version):
     config = write_config(tmp_path / 'upernet.py', version)
-    model = randomize_batch_norm_(perturb_(build_upernet(Config.fromfile(config)), seed=1), 1)
+    model = randomize_batch_norm_(perturb_(build_model(Config.fromfile(config)).eval(), seed=1), 1)
     checkpoint = tmp_path / 'model.pth'
     # class names other than the config's, one per predicted class
     checkpoint_classes = tuple(f'class{i}' for i in range(len(CLASSES)))
@@ -178,7 +178,7 @@ def test_import_gives_our_model_the_same_logits(tmp_path, version, save, weights
     checkpoint = tmp_path / 'imported.pth'
     import_hf(str(tmp_path / 'hf'), str(checkpoint), config=config)
 
-    model = build_upernet(Config.fromfile(config))
+    model = build_model(Config.fromfile(config)).eval()
     load_model_checkpoint(model, str(checkpoint))  # what tools/test.py's LoadCheckpointHook runs
     assert_same_model(model, hf_model, seed=4)
     meta = read_checkpoint(str(checkpoint))['meta']
@@ -254,7 +254,7 @@ def test_export_names_a_checkpoint_without_state_dict_or_classes(tmp_path):
     with pytest.raises(ValueError, match=r"meta_only\.pth' has no state_dict.*\['meta'\]"):
         export_hf(config, str(checkpoint), str(tmp_path / 'hf'))
 
-    state = build_upernet(Config.fromfile(config)).state_dict()
+    state = build_model(Config.fromfile(config)).eval().state_dict()
     torch.save({'state_dict': state, 'meta': {'dataset_meta': {'classes': ('a', 'b')}}},
                checkpoint)
     with pytest.raises(ValueError, match=r'meta\.dataset_meta\.classes has 2 classes but the '
@@ -296,7 +296,7 @@ def test_import_names_the_file_and_key(tmp_path):
     config = write_config(tmp_path / 'upernet.py', 'v2',
                           extra="model['auxiliary_head'] = None\n")
     import_hf(str(folder), str(tmp_path / 'out.pth'), config=config)
-    model = build_upernet(Config.fromfile(config))
+    model = build_model(Config.fromfile(config)).eval()
     load_model_checkpoint(model, str(tmp_path / 'out.pth'))
 
     weights = safetensors_torch.load_file(folder / 'model.safetensors')

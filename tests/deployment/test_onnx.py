@@ -1,4 +1,4 @@
-"""ONNX export (convnext_dense/deployment/onnx_export.py, tools/deployment/export_onnx.py) run by
+"""ONNX export (convnext_dense/deployment/onnx_export/, tools/deployment/export_onnx.py) run by
 onnxruntime on the CPU against mmseg's and mmdet's own ``predict`` (``test_step``, the path of
 ``tools/test.py``) on the toy validation images: UperNet class maps and logits, Mask R-CNN and
 Cascade Mask R-CNN boxes, scores, labels and masks, at the traced size and, for dynamic exports,

@@ -35,9 +35,9 @@ from convnext_dense.engine import (
     NonFiniteCheckHook,
     NonFiniteTrainingError,
     StopSignalHook,
-    atomic_open,
 )
 from convnext_dense.engine.run_config import prepare_train_cfg
+from convnext_dense.fileio import atomic_open
 from tests.helpers import ROOT, make_toy_workspace, run_tool
 
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')

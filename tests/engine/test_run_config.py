@@ -8,13 +8,9 @@ from mmengine.config import Config
 from mmengine.fileio import get_file_backend
 
 import convnext_dense  # noqa: F401  (registers the atomic backend)
-from convnext_dense.engine import AtomicLocalBackend
-from convnext_dense.engine.run_config import (
-    adapt_to_cpu,
-    check_cfg_options,
-    prepare_test_cfg,
-    prepare_train_cfg,
-)
+from convnext_dense.config import check_cfg_options
+from convnext_dense.engine.run_config import adapt_to_cpu, prepare_test_cfg, prepare_train_cfg
+from convnext_dense.fileio import AtomicLocalBackend
 
 CONFIG = """
 _base_ = ['mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py']

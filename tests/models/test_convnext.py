@@ -3,9 +3,10 @@ arch, freezing, activation checkpointing, memory format and argument validation.
 import pytest
 import torch
 
+from convnext_dense.arch_settings import ARCH_SETTINGS, V1_ARCHS, V2_ARCHS
 from convnext_dense.checkpoint import load_state_dict_into
-from convnext_dense.engine import import_mmpretrain
-from convnext_dense.models import ARCH_SETTINGS, V1_ARCHS, V2_ARCHS, ConvNeXt
+from convnext_dense.compat import import_mmpretrain
+from convnext_dense.models import ConvNeXt
 from tests.helpers import perturb_, stage_outputs
 from tests.numerics import (
     assert_backbone_outputs_close,

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import convnext_dense  # noqa: F401  (installs the router)
 from convnext_dense.analysis import build_model_for_analysis
-from convnext_dense.models import ARCH_SETTINGS
+from convnext_dense.arch_settings import ARCH_SETTINGS
 from convnext_dense.ops import roi_ops
 from convnext_dense.ops.roi_ops import (
     RoutedExt,
@@ -454,14 +454,15 @@ TOY_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 
 
 def test_cfg_options_roi_ops(monkeypatch):
+    from convnext_dense.config import load_config
     from convnext_dense.engine import run_config
-    assert run_config.load_config(TOY_CONFIG).roi_ops == 'auto'
-    cfg = run_config.load_config(TOY_CONFIG, {'roi_ops': 'torchvision'})
+    assert load_config(TOY_CONFIG).roi_ops == 'auto'
+    cfg = load_config(TOY_CONFIG, {'roi_ops': 'torchvision'})
     assert cfg.roi_ops == 'torchvision'
     with pytest.raises(ValueError, match="roi_ops='torchvison' is not one of"):
-        run_config.load_config(TOY_CONFIG, {'roi_ops': 'torchvison'})
+        load_config(TOY_CONFIG, {'roi_ops': 'torchvison'})
     with pytest.raises(KeyError, match="did you mean 'roi_ops'"):
-        run_config.load_config(TOY_CONFIG, {'roi_op': 'torchvision'})
+        load_config(TOY_CONFIG, {'roi_op': 'torchvision'})
     # make_runner applies it before building the runner
     from mmengine.runner import Runner
     seen = []

@@ -197,7 +197,7 @@ def test_v2_same_as_mmdet_constructor_on_its_v2_config():
     from mmdet.engine.optimizers import LearningRateDecayOptimizerConstructor
 
     from convnext_dense.checkpoint import get_layout
-    from convnext_dense.engine import import_mmpretrain
+    from convnext_dense.compat import import_mmpretrain
     import_mmpretrain()
     upstream = build_mask_rcnn('base', backbone_type='mmpretrain.ConvNeXt',
                                out_indices=[0, 1, 2, 3], gap_before_final_norm=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from convnext_dense.apis import read_image
-from convnext_dense.engine.run_config import load_config
+from convnext_dense.config import load_config
 from tests.helpers import ROOT
 
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')

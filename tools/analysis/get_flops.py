@@ -11,10 +11,11 @@ import argparse
 import logging
 import warnings
 
+from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
 from convnext_dense.analysis import model_complexity
-from convnext_dense.engine.run_config import DictAction, load_config
+from convnext_dense.config import load_config
 
 
 def parse_args(argv=None):

@@ -13,7 +13,7 @@ import sys
 
 import convnext_dense  # noqa: F401  (registers the backbone, safe checkpoint loading)
 from convnext_dense.deployment.hf_upernet import export_hf
-from convnext_dense.engine.torch_load import UnsafeCheckpointError
+from convnext_dense.fileio import UnsafeCheckpointError
 
 
 def parse_args():

@@ -32,6 +32,8 @@ import argparse
 import sys
 import time
 
+from mmengine.config import DictAction
+
 import convnext_dense  # noqa: F401  (registers the plugin, safe checkpoint loading)
 from convnext_dense.deployment.onnx_export import (
     default_shape,
@@ -39,7 +41,6 @@ from convnext_dense.deployment.onnx_export import (
     load_model,
     onnx_summary,
 )
-from convnext_dense.engine.run_config import DictAction
 
 
 def parse_args():

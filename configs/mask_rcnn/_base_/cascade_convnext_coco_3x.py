@@ -6,6 +6,7 @@
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     './coco_convnext_ms_crop_3x.py',
+    './roi_ops.py',
 ]
 
 
@@ -29,10 +30,6 @@ def _bbox_head(target_stds):
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
         loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
 
-
-# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
-# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
-roi_ops = 'auto'
 
 model = dict(
     backbone=dict(

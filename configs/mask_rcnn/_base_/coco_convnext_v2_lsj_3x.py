@@ -1,22 +1,15 @@
-# Shared COCO recipe of the ConvNeXt V2 paper (Woo et al. 2023, Appendix A.3) for Mask R-CNN:
-# large-scale jitter (images resized by 0.1-2.0 of 1024x1024, then 1024x1024 crops), AdamW
-# (wd 0.05) with layer-wise lr decay, 36 epochs with steps at 27 and 33, 32 images per batch
-# (4 per GPU x 8 GPUs), mixed precision; single-scale test (with soft-NMS, set by the model
-# file). The size-specific files set the backbone size, drop path, FCMAE weights and the decay.
+# COCO recipe of the ConvNeXt V2 paper (Woo et al. 2023, Appendix A.3) for Mask R-CNN:
+# large-scale jitter (images resized by 0.1-2.0 of 1024x1024, then 1024x1024 crops), 32 images per
+# batch (4 per GPU x 8 GPUs), single-scale test (with soft-NMS, set by the model file), and the
+# optimizer and 3x schedule of coco_convnext_3x.py (AdamW, wd 0.05, layer-wise lr decay, steps at
+# 27 and 33, mixed precision). The size-specific files set the backbone size, drop path and FCMAE
+# weights.
 #
 # The paper publishes no detection code. Where it gives a sweep and no chosen value (layer
 # decay {0.9, 0.95}, drop path {0.2, ..., 0.5}) or leaves a detail open, the values of mmdet's
 # port are taken: projects/ConvNeXt-V2/configs/mask-rcnn_convnext-v2-b_fpn_lsj-3x-fcmae_coco.py
 # (mmdet 3.x), marked "mmdet".
-_base_ = [
-    'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
-]
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
-
-# (H, W) of the input tools/analysis/get_flops.py measures by default: the paper's 1280x800.
-flops_shape = (800, 1280)
+_base_ = ['./coco_convnext_3x.py']
 
 # Large-scale jitter (as mmdet's port and its common/lsj-*_coco-instance.py); the test keeps
 # coco_instance.py's 1333x800 resize (mmdet).
@@ -35,50 +28,22 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
+# 8 GPUs x 4 images; set enable=True to scale the lr linearly to another total batch size.
+auto_scale_lr = dict(base_batch_size=32)
 
-# --compile (convnext_dense/engine/fast_path.py) pads each batch to the smallest of these (H, W)
-# that holds it: the 1024x1024 crops first, which the default buckets (COCO_MS_BUCKETS of
-# convnext_dense/models/data_preprocessor.py) would pad to 1120x1120, 19.6% more pixels; then
-# those, for smaller training batches and the test's 1333x800 resize.
+# --compile (convnext_dense/engine/fast_path/configure.py) pads each batch to the smallest of
+# these (H, W) that holds it: the 1024x1024 crops first, which the default buckets
+# (COCO_MS_BUCKETS of convnext_dense/models/data_preprocessor.py) would pad to 1120x1120, 19.6%
+# more pixels; then those, for smaller training batches and the test's 1333x800 resize.
 compile_bucket_sizes = [(1024, 1024),
                         (704, 960), (800, 1120), (800, 1344),
                         (960, 704), (1120, 800), (1344, 800),
                         (1120, 1120), (1344, 1344)]
 
-max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs)
-# Linear warm-up over 1000 iterations from lr x 0.001 (mmdet), then steps at 27 and 33.
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
-         gamma=0.1),
-]
+# Linear warm-up over 1000 iterations from lr x 0.001 (mmdet), then the same steps at 27 and 33.
+param_scheduler = [dict(_base_.param_scheduler[0], end=1000), _base_.param_scheduler[1]]
 
-# Mixed precision with a dynamic loss scale (mmdet: AmpOptimWrapper); GRN reduces its L2 norm in
-# fp32 (convnext_dense.models.layers.GRN), so fp16 does not overflow it at 1024x1024.
-# lr 1e-4 as the paper; layer-wise decay 0.95 over 12 layers (mmdet; the paper sweeps
-# {0.9, 0.95}).
-optim_wrapper = dict(
-    _delete_=True,
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    constructor='ConvNeXtLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=12))
-
-# 8 GPUs x 4 images; set enable=True to scale the lr linearly to another total batch size.
-auto_scale_lr = dict(enable=False, base_batch_size=32)
-
-# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
-# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
-# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
-custom_hooks = [
-    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
-    dict(type='StopSignalHook', signals=('SIGTERM', )),
-    dict(type='CheckpointWriteCheckHook'),
-]
-
-# COCO AP by faster-coco-eval's C++ matching, pycocotools' 12 numbers (convnext_dense/evaluation/
-# metric.py); backend='pycocotools' runs pycocotools' own COCOeval.
-val_evaluator = dict(type='FastCocoMetric', backend='faster_coco_eval')
-test_evaluator = val_evaluator
+# Mixed precision as V1; GRN reduces its L2 norm in fp32 (convnext_dense.models.layers.GRN), so
+# fp16 does not overflow it at 1024x1024. lr 1e-4 as the paper; layer-wise decay 0.95 over 12
+# layers (mmdet; the paper sweeps {0.9, 0.95}).
+optim_wrapper = dict(optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95, num_layers=12))

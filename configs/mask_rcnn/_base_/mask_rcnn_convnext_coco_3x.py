@@ -4,11 +4,8 @@
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     './coco_convnext_ms_crop_3x.py',
+    './roi_ops.py',
 ]
-
-# RoIAlign and NMS kernels: 'auto' (mmcv's where mmcv has them for the tensor's device, else
-# torchvision's), 'mmcv' or 'torchvision' (convnext_dense/ops/roi_ops.py, docs/device_ops.md)
-roi_ops = 'auto'
 
 model = dict(
     backbone=dict(

@@ -12,8 +12,8 @@ _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../../_base_/convnext_dense_runtime.py',
 ]
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
 
 num_classes = 150
 model = dict(
@@ -57,12 +57,3 @@ param_scheduler = [
 ]
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)  # 2 images per GPU x 8 GPUs
-
-# Long runs that fail safe (docs/long_runs.md): stop at the first non-finite loss or gradient
-# (with fp16 AMP: after 50 consecutive steps the loss scaler skipped), save a resumable
-# checkpoint on SIGTERM (Slurm preemption, scancel), stop when a checkpoint cannot be written.
-custom_hooks = [
-    dict(type='NonFiniteCheckHook', check_grad_norm=True, max_skipped_steps=50),
-    dict(type='StopSignalHook', signals=('SIGTERM', )),
-    dict(type='CheckpointWriteCheckHook'),
-]

@@ -15,19 +15,12 @@ model = dict(backbone=dict(version='v2', layer_scale_init_value=0.))
 # Multi-scale test of the paper: the 2048x512 test scale times 0.75-1.25 (step 0.125), each
 # with and without a horizontal flip, inferred on the whole image (the *_ms.py files set
 # test_cfg mode='whole', as V1's). mmseg's ade20k base scales the original image by its
-# ratios instead; this scales the test resize itself, as mmseg 0.x's MultiScaleFlipAug did.
+# ratios instead; this scales the test resize itself, as mmseg 0.x's MultiScaleFlipAug did. The
+# flips, annotation loading and packing are mmseg's.
 tta_scales = [(1536, 384), (1792, 448), (2048, 512), (2304, 576), (2560, 640)]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale=scale, keep_ratio=True) for scale in tta_scales],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='Resize', scale=scale, keep_ratio=True) for scale in tta_scales],
+                     *_base_.tta_pipeline[1].transforms[1:]]),
 ]

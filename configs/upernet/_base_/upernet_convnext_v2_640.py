@@ -10,15 +10,7 @@ model = dict(backbone=dict(version='v2', layer_scale_init_value=0.))
 tta_scales = [(1920, 480), (2240, 560), (2560, 640), (2880, 720), (3200, 800)]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale=scale, keep_ratio=True) for scale in tta_scales],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='Resize', scale=scale, keep_ratio=True) for scale in tta_scales],
+                     *_base_.tta_pipeline[1].transforms[1:]]),
 ]

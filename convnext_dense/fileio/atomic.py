@@ -1,4 +1,4 @@
-"""Crash-safe writes for mmengine's local file backend.
+"""Crash-safe writes: single files, folders of files, and mmengine's local file backend.
 
 mmengine 0.10.7 writes checkpoints through its local file backend with a plain
 ``open(path, 'wb').write(...)``, and ``CheckpointHook`` writes the ``last_checkpoint`` pointer
@@ -6,7 +6,8 @@ with ``open(path, 'w')``: a run killed while writing leaves a truncated file, an
 an emptied pointer, either of which ``--resume`` then fails on. :class:`AtomicLocalBackend`
 writes to a temporary file in the same folder, flushes it to disk and renames it over the
 target (``os.replace`` is atomic on POSIX), so a reader sees either the old file or the whole
-new one; :func:`atomic_open` does the same for the pointer.
+new one; :func:`atomic_open` does the same for the pointer, and :func:`atomic_write_files` for
+the files of a model folder (a Hugging Face export).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import builtins
 import errno
 import io
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mmengine.fileio.backends import LocalBackend, register_backend
@@ -50,6 +53,31 @@ def atomic_write(data: bytes, filepath: str | Path) -> None:
         if os.path.exists(partial):
             os.remove(partial)
         raise
+
+
+def atomic_write_files(out_dir: str | Path,
+                       files: Mapping[str, Callable[[str], object]]) -> list[str]:
+    """Write ``{name: writer(path)}`` into a scratch folder beside ``out_dir``, then move each
+    file in: a failure leaves no half-written file in ``out_dir``. Returns the paths written,
+    sorted."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(out_dir)}.')
+    try:
+        for name, write in files.items():
+            write(os.path.join(scratch, name))
+        os.makedirs(out_dir, exist_ok=True)
+        umask = _current_umask()
+        written = []
+        for name in sorted(os.listdir(scratch)):
+            # safetensors writes owner-only files; a model folder is meant to be shared
+            os.chmod(os.path.join(scratch, name), 0o666 & ~umask)
+            os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+            written.append(os.path.join(out_dir, name))
+        return written
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _AtomicTextFile(io.StringIO):

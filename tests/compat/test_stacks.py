@@ -12,8 +12,8 @@ from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.utils import is_installed
 
 import convnext_dense  # noqa: F401  (applies the compat fixes)
-from convnext_dense.engine import compat
-from convnext_dense.engine.compat import (
+from convnext_dense.compat import stacks
+from convnext_dense.compat.stacks import (
     STACK_DISTRIBUTIONS,
     installed_stack,
     replay_skipped_batches,
@@ -24,8 +24,8 @@ def test_installed_stack_is_whole():
     stack = installed_stack()
     assert stack in STACK_DISTRIBUTIONS
     other = next(name for name in STACK_DISTRIBUTIONS if name != stack)
-    assert all(compat._installed(name) for name in STACK_DISTRIBUTIONS[stack][:4])
-    assert not any(compat._installed(name) for name in STACK_DISTRIBUTIONS[other])
+    assert all(stacks._installed(name) for name in STACK_DISTRIBUTIONS[stack][:4])
+    assert not any(stacks._installed(name) for name in STACK_DISTRIBUTIONS[other])
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_setup_script_builds_the_pinned_mmcv(stack):
 
 
 def _pretend_installed(monkeypatch, names):
-    monkeypatch.setattr(compat, '_installed', lambda name: name in names)
+    monkeypatch.setattr(stacks, '_installed', lambda name: name in names)
 
 
 def test_mixed_stacks_refused(monkeypatch):

@@ -4,7 +4,8 @@ import json
 import pytest
 from mmengine.config import Config
 
-from convnext_dense.engine.data_checks import check_coco_annotation, check_datasets
+from convnext_dense.config.data_checks import check_datasets
+from convnext_dense.evaluation.annotations import check_coco_annotation
 
 
 def write_json(path, obj):

@@ -1,15 +1,4 @@
-"""Work-arounds for incompatibilities of the pinned OpenMMLab stack with current packages.
-
-mmpretrain 1.2.0 does not import beside current transformers (4.5x and 5.x): its BLIP code
-subclasses ``PreTrainedModel`` names that are now None and fails with ``TypeError: NoneType takes
-no arguments``. mmdet 3.3 imports mmpretrain whenever it is installed (its ReID data
-preprocessor guards only against ``ImportError``), so the mere presence of both packages breaks
-``import mmdet.models`` for every mmdet user. :func:`import_mmpretrain` imports mmpretrain with
-its dependency probe told that transformers is absent: mmpretrain then registers placeholders
-for its multimodal models (broken anyway) and everything else works.
-
-mmcv 2.1.0's NMS has no bfloat16 kernel: :func:`allow_bf16_nms` runs it on fp32 copies, so that
-a detector trains under bf16 autocast (with ``FP32SingleRoIExtractor`` for RoIAlign).
+"""The two OpenMMLab stacks, and where the OneDL forks behave differently.
 
 Two stacks provide the imports ``mmengine``, ``mmcv``, ``mmdet``, ``mmseg`` and ``mmpretrain``:
 OpenMMLab's releases and the maintained OneDL forks (``onedl-mmcv`` ...). Installed together they
@@ -27,12 +16,7 @@ bitwise the same. :func:`replay_skipped_batches` brings back the loading where w
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.metadata
-import importlib.util
-import sys
-from types import ModuleType
 
 # Distribution names of each stack, import names in the same order: mmengine, mmcv, mmdet, mmseg,
 # mmpretrain (the last one optional).
@@ -111,75 +95,3 @@ def replay_skipped_batches(loop) -> None:
             next(iterator)
 
     iterator.skip_iter = skip_iter
-
-
-class _TransformersHidden:
-    """Runs a module's loader with mmpretrain's dependency probe told that transformers is
-    absent (the probe calls ``importlib_metadata.distribution``)."""
-
-    def __init__(self, loader) -> None:
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        import importlib_metadata
-        real_distribution = importlib_metadata.distribution
-
-        def distribution(name: str):
-            if name == 'transformers':
-                raise importlib_metadata.PackageNotFoundError(name)
-            return real_distribution(name)
-
-        importlib_metadata.distribution = distribution
-        try:
-            self.loader.exec_module(module)
-        finally:
-            importlib_metadata.distribution = real_distribution
-
-
-class _MmpretrainFinder(importlib.abc.MetaPathFinder):
-    """Finds ``mmpretrain`` as the path finder does, with :class:`_TransformersHidden` around its
-    loader: ``mmpretrain/__init__.py`` imports everything mmpretrain has, all of it then under
-    the hidden transformers."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != 'mmpretrain':
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _TransformersHidden(spec.loader)
-        return spec
-
-
-def guard_mmpretrain_import() -> None:
-    """Make every later ``import mmpretrain`` (mmdet's included) hide transformers from
-    mmpretrain's dependency probe; imports nothing now (mmpretrain and mmdet take seconds)."""
-    if 'mmpretrain' in sys.modules:
-        return
-    if not any(isinstance(finder, _MmpretrainFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _MmpretrainFinder())
-
-
-def import_mmpretrain() -> ModuleType | None:
-    """Import ``mmpretrain.models`` safely; None when mmpretrain is not installed."""
-    if 'mmpretrain.models' in sys.modules:
-        return sys.modules['mmpretrain.models']
-    if importlib.util.find_spec('mmpretrain') is None:
-        return None
-    guard_mmpretrain_import()
-    import mmpretrain.models
-    return mmpretrain.models
-
-
-def allow_bf16_nms() -> None:
-    """Let mmcv's NMS take bf16 boxes (as they come out of an RPN under bf16 autocast).
-
-    mmcv 2.1.0's NMS kernels have no bfloat16 version ("expected scalar type Float but found
-    BFloat16"); NMS returns indices, so computing it on fp32 copies changes nothing else. The
-    router of :mod:`convnext_dense.ops.roi_ops` does so on either kernel (``roi_ops``: mmcv's or
-    torchvision's NMS), and runs RoIAlign in fp32 where a kernel lacks the dtype.
-    """
-    from ..ops.roi_ops import route_mmcv_ops
-    route_mmcv_ops()

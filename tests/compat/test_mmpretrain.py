@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from convnext_dense.engine import import_mmpretrain
+from convnext_dense.compat import import_mmpretrain
 from convnext_dense.engine.run_config import adapt_to_cpu
 from convnext_dense.models import ConvNeXt
 from convnext_dense.testing import det_batch, seg_batch

@@ -1,4 +1,4 @@
-"""convnext_dense.engine.quiet: the upstream warnings a user cannot act on are gone, raised by the
+"""convnext_dense.compat.quiet: the upstream warnings a user cannot act on are gone, raised by the
 upstream code itself, in this process and in a real tools/train.py run (with its dataloader
 workers); every other warning, upstream's or ours, still shows."""
 import logging
@@ -8,7 +8,7 @@ import pytest
 from mmengine.logging import MMLogger, print_log
 
 import convnext_dense  # noqa: F401  (installs the filters)
-from convnext_dense.engine.quiet import LOG_WARNINGS, WARNINGS, silence_upstream_noise
+from convnext_dense.compat.quiet import LOG_WARNINGS, WARNINGS, silence_upstream_noise
 from tests.helpers import ROOT, make_toy_workspace, run_tool
 
 PKG_RESOURCES = 'pkg_resources is deprecated as an API'

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import convnext_dense  # noqa: F401  (applies the allow-list)
-from convnext_dense.engine import UnsafeCheckpointError, read_checkpoint
+from convnext_dense.fileio import UnsafeCheckpointError, read_checkpoint
 from convnext_dense.models import ConvNeXt
 
 

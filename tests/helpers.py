@@ -5,18 +5,39 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 from mmengine.hub import get_config
+from mmengine.logging import MMLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from convnext_dense.arch_settings import ARCH_SETTINGS
 from convnext_dense.models import ConvNeXt
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class LogRecords(logging.Handler):
+    """The messages mmengine's current logger emits while installed:
+    ``with LogRecords() as messages: ...``."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        MMLogger.get_current_instance().addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc):
+        MMLogger.get_current_instance().removeHandler(self)
 
 
 def run_tool(args, cwd, check=True, timeout=600, env=None) -> subprocess.CompletedProcess:

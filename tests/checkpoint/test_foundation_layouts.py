@@ -14,14 +14,12 @@ their configs with perturbed weights.
 """
 from __future__ import annotations
 
-import logging
 import re
 import runpy
 import sys
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from torch import nn
 
 from convnext_dense.checkpoint import (
@@ -33,7 +31,7 @@ from convnext_dense.checkpoint import (
     weight_families,
 )
 from convnext_dense.models import ConvNeXt
-from tests.helpers import ROOT, perturb_, stage_outputs
+from tests.helpers import ROOT, LogRecords, perturb_, stage_outputs
 from tests.numerics import (
     assert_backbone_outputs_close,
     assert_close_to_reference,
@@ -43,24 +41,6 @@ from tests.numerics import (
 SMALL = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32])
 DINOV3_LICENCE = 'https://github.com/facebookresearch/dinov3/blob/main/LICENSE.md'
 EUPE_LICENCE = 'https://github.com/facebookresearch/EUPE/blob/main/LICENSE.md'
-
-
-class LogMessages(logging.Handler):
-    """The messages mmengine's current logger emits while installed."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self.messages
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 def image(size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -116,7 +96,7 @@ def test_timm_dinov3_and_eupe(name, arch, family):
         state['norms.3.weight'] = state['head.norm.weight'].clone()
         state['norms.3.bias'] = state['head.norm.bias'].clone()
     ours = ConvNeXt(arch=arch).eval()
-    with LogMessages() as messages:
+    with LogRecords() as messages:
         report = load_state_dict_into(ours, state, source=f'timm {name}')
     assert report.layout == 'timm' and report.final_norm == 'stage4'
     assert report.final_norm_keys == ['head.norm.weight', 'head.norm.bias']
@@ -181,7 +161,7 @@ def test_hf_dinov3_state_dict():
     state = reference.state_dict()
     assert detect_layout(state) == ('hf_dinov3', '')
     ours = ConvNeXt(arch=SMALL).eval()
-    with LogMessages() as messages:
+    with LogRecords() as messages:
         report = load_state_dict_into(ours, state, source='DINOv3ConvNextModel state dict')
     assert report.layout == 'hf_dinov3' and report.final_norm == 'stage4'
     assert report.final_norm_keys == ['layer_norm.weight', 'layer_norm.bias']
@@ -287,7 +267,7 @@ def test_official_file_through_init_cfg(tmp_path, filename, extra, licence):
 
     ours = ConvNeXt(arch=SMALL, init_cfg=dict(type='Pretrained',
                                               checkpoint=str(tmp_path / filename)))
-    with LogMessages() as messages:
+    with LogRecords() as messages:
         ours.init_weights()
     ours.eval()
     assert torch.equal(ours.norm3.weight, state['norm.weight'])
@@ -316,7 +296,7 @@ def test_convert_tool_on_a_save_pretrained_folder(tmp_path, monkeypatch, capsys)
     reference.save_pretrained(folder)
     monkeypatch.setattr(sys, 'argv', ['convert_checkpoint.py', str(folder),
                                       str(tmp_path / 'out.pth')])
-    with LogMessages() as messages:
+    with LogRecords() as messages:
         runpy.run_path(str(ROOT / 'tools/convert_checkpoint.py'), run_name='__main__')
     printed = capsys.readouterr().out
     assert 'hf_dinov3 layout' in printed
@@ -396,7 +376,7 @@ def test_open_clip_file(tmp_path, proj):
     path = tmp_path / 'open_clip_pytorch_model.bin'
     torch.save(state, path)
     ours = ConvNeXt(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with LogMessages() as messages:
+    with LogRecords() as messages:
         ours.init_weights()
     report = convert_state_dict(state)[1]
     assert report.layout == 'open_clip' and report.prefix == ''

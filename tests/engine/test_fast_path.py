@@ -3,12 +3,10 @@ and predictions on the toy Mask R-CNN and UperNet (within the tolerance of its a
 config rewrites, eager fallbacks logged, plain checkpoint keys, and the flags through the real
 tools/train.py."""
 import copy
-import logging
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 
 import convnext_dense  # noqa: F401  (registers the hook, the optim wrapper, the preprocessor)
 from convnext_dense.engine.fast_path import (
@@ -21,31 +19,13 @@ from convnext_dense.engine.fast_path import (
     plain_state_dict,
 )
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import ROOT, make_toy_workspace, perturb_, run_tool
+from tests.helpers import ROOT, LogRecords, make_toy_workspace, perturb_, run_tool
 from tests.numerics import assert_close_to_reference, reduction_depth, rounding_depth
 
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 COCO_RECIPE = str(ROOT / 'configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py')
 AOT_EAGER = dict(compile=dict(backend='aot_eager'))
-
-
-class LogRecords(logging.Handler):
-    """The messages mmengine's current logger emits while installed."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self.messages
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 # -- config rewriting -------------------------------------------------------------------------

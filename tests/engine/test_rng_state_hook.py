@@ -5,14 +5,12 @@ checkpoints of the earlier layout (the states as tensors)."""
 from __future__ import annotations
 
 import io
-import logging
 import random
 
 import mmengine.runner.runner as mmengine_runner
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
@@ -20,6 +18,7 @@ from torch.utils.data import Dataset
 
 import convnext_dense  # noqa: F401  (registers the hook, allows the checkpoints' types)
 from convnext_dense.engine import RNGStateHook
+from tests.helpers import LogRecords
 
 
 class DrawingModel(BaseModel):
@@ -113,22 +112,6 @@ def _round_trip(checkpoint: dict, map_location='cpu') -> dict:
     torch.save(checkpoint, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True, map_location=map_location)
-
-
-class LogRecords(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self.messages
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 def test_fewer_cuda_devices_than_saved(monkeypatch):

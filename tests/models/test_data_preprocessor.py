@@ -3,11 +3,9 @@ images, boxes, masks and metas, padded further to the chosen size bucket; the bu
 its documented COCO padding overhead; the LSJ configs' buckets under --compile."""
 import copy
 import itertools
-import logging
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 import convnext_dense  # noqa: F401  (registers BucketDetDataPreprocessor)
 from convnext_dense.models.data_preprocessor import (
@@ -16,7 +14,7 @@ from convnext_dense.models.data_preprocessor import (
     smallest_bucket,
 )
 from convnext_dense.testing import det_batch
-from tests.helpers import ROOT
+from tests.helpers import ROOT, LogRecords
 
 # mmdet's Mask R-CNN data preprocessor (mmdet::_base_/models/mask-rcnn_r50_fpn.py)
 ARGS = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
@@ -70,20 +68,13 @@ def test_batch_larger_than_every_bucket_is_mmdets_and_logged():
     ours = build(type='BucketDetDataPreprocessor', bucket_sizes=[(64, 64)])
     theirs = build(type='DetDataPreprocessor')
     batch = two_sizes_batch()
-    logger = MMLogger.get_current_instance()
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with LogRecords() as records:
         out = ours(copy.deepcopy(batch), training=True)
         ours(copy.deepcopy(batch), training=True)  # the same size again: said once
-    finally:
-        logger.removeHandler(handler)
     ref = theirs(copy.deepcopy(batch), training=True)
     assert torch.equal(out['inputs'], ref['inputs'])
     assert out['data_samples'][0].batch_input_shape == ref['data_samples'][0].batch_input_shape
-    messages = [r.getMessage() for r in records if 'larger than every bucket' in r.getMessage()]
+    messages = [m for m in records if 'larger than every bucket' in m]
     assert len(messages) == 1 and '96x128' in messages[0] and 'compiles again' in messages[0]
 
 

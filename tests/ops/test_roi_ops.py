@@ -12,7 +12,6 @@ of mmcv kernels each paper config family calls is recorded and compared with the
 from __future__ import annotations
 
 import copy
-import logging
 import re
 import sys
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ import mmcv.ops
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import convnext_dense  # noqa: F401  (installs the router)
@@ -39,7 +37,7 @@ from convnext_dense.ops.roi_ops import (
     set_roi_ops,
 )
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import ROOT
+from tests.helpers import ROOT, LogRecords
 from tests.numerics import assert_close_to_reference, reduction_depth
 
 DOC = ROOT / 'docs/device_ops.md'
@@ -388,23 +386,6 @@ def test_bad_value_names_roi_ops(value):
                                          r"'mmcv'"):
         set_roi_ops(value)
     assert check_roi_ops('mmcv') == 'mmcv'
-
-
-class LogRecords(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self.messages
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 def test_auto_picks_by_the_mmcv_build(monkeypatch):

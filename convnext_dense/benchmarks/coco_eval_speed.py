@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..datasets import uncompressed_rle
+
 # pycocotools' COCOeval as its README shows it, nothing else: the reference of speed and numbers.
 REFERENCE_SCRIPT = """
 import json, sys
@@ -72,17 +74,6 @@ def _random_boxes(rng: np.random.Generator, count: int, width: int, height: int,
     w = np.minimum(side * rng.uniform(0.6, 1.6, count), width - 1)
     h = np.minimum(side * rng.uniform(0.6, 1.6, count), height - 1)
     return np.stack([rng.uniform(0, width - w), rng.uniform(0, height - h), w, h], axis=1)
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's uncompressed RLE of a binary mask (crowd regions are stored so): the lengths of
-    the runs of the column-major pixels, starting with a run of zeros."""
-    pixels = mask.flatten(order='F')
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(pixels)) + 1, [pixels.size]])
-    counts = np.diff(bounds).tolist()
-    if pixels[0]:
-        counts.insert(0, 0)
-    return dict(counts=counts, size=list(mask.shape))
 
 
 def _as_json_rle(rle: dict, height: int, width: int) -> dict:
@@ -141,7 +132,7 @@ def synthetic_coco(num_images: int, *,
             rle = mask_utils.encode(np.asfortranarray(crowd))
             annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
                                     category_id=int(rng.integers(1, num_categories + 1)),
-                                    segmentation=_uncompressed_rle(crowd),
+                                    segmentation=uncompressed_rle(crowd),
                                     area=float(mask_utils.area(rle)),
                                     bbox=mask_utils.toBbox(rle).tolist(), iscrowd=1))
         if detections_per_image == 0 or rng.random() < no_detection_fraction:

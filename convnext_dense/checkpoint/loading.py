@@ -10,7 +10,6 @@ DINOv3 and EUPE weights, their licence (:mod:`.families`).
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..fileio import atomic_write, read_checkpoint
+from ..fileio import atomic_write, read_checkpoint, read_json
 from .families import licence_notice, weight_families
 from .layouts import (
     ConversionReport,
@@ -34,14 +33,6 @@ HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 HF_WEIGHT_INDEXES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
 
 
-def _read_json(path: str) -> dict:
-    with open(path, encoding='utf-8') as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f'{path} is not JSON: {error}') from None
-
-
 def read_weights_folder(folder: str) -> dict[str, torch.Tensor]:
     """The tensors of a Hugging Face ``save_pretrained`` folder: ``model.safetensors`` or
     ``pytorch_model.bin``, or the shards their ``*.index.json`` lists, read without running
@@ -49,7 +40,7 @@ def read_weights_folder(folder: str) -> dict[str, torch.Tensor]:
     for index_name in HF_WEIGHT_INDEXES:
         index_path = os.path.join(folder, index_name)
         if os.path.isfile(index_path):
-            shards = sorted(set(_read_json(index_path).get('weight_map', {}).values()))
+            shards = sorted(set(read_json(index_path).get('weight_map', {}).values()))
             if not shards:
                 raise ValueError(f'{index_path} has an empty weight_map')
             state: dict[str, torch.Tensor] = {}

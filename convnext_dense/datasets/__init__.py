@@ -17,8 +17,9 @@ from .toy import (
     generate_scene,
     make_toy_data,
     mask_to_polygons,
+    uncompressed_rle,
 )
 
 __all__ = ['BACKGROUND_CLASS', 'COCO_METAINFO', 'SEG_CLASSES', 'SEG_METAINFO', 'SEG_PALETTE',
            'SHAPE_CLASSES', 'SHAPE_PALETTE', 'ToyObject', 'encode_annotation', 'generate_scene',
-           'make_toy_data', 'mask_to_polygons']
+           'make_toy_data', 'mask_to_polygons', 'uncompressed_rle']

@@ -236,8 +236,9 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]] | None:
     return polygons if np.array_equal(decoded.astype(bool), mask) else None
 
 
-def _uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO's uncompressed RLE: run lengths over the column-major pixels, from a 0-run."""
+def uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's uncompressed RLE of a binary mask (how COCO stores crowd regions): the lengths of
+    the runs of the column-major pixels, starting with a run of zeros."""
     flat = mask.ravel(order='F').astype(np.int8)
     changes = np.flatnonzero(np.diff(flat)) + 1
     bounds = np.concatenate([[0], changes, [flat.size]])
@@ -260,7 +261,7 @@ def encode_annotation(mask: np.ndarray, form: str) -> dict[str, Any]:
             raise ValueError('mask has no exact polygon form (a hole?); use RLE')
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif form == 'rle':
-        segmentation = _uncompressed_rle(mask)
+        segmentation = uncompressed_rle(mask)
         rle = mask_utils.frPyObjects(segmentation, height, width)
     elif form == 'compressed_rle':
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))

@@ -17,7 +17,9 @@ COCO_KEYS = ('images', 'annotations', 'categories')
 
 def read_json(path: str, what: str, prefix: str = '') -> Any:
     """The content of the JSON file ``path``; a missing or unreadable file is an error that
-    names it as ``what`` ('annotation file', 'results file')."""
+    names it as ``what`` ('annotation file', 'results file'). Not ``fileio.read_json``:
+    importing ``convnext_dense.fileio`` imports torch, which ``tools/coco_eval.py`` starts
+    without."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'{prefix}{what} {path!r} does not exist')
     try:

@@ -4,7 +4,6 @@ checkpoints: :func:`export_hf` (config + checkpoint -> ``save_pretrained`` folde
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +13,7 @@ from mmengine.config import Config
 
 from ...checkpoint import fit_model_state_dict, read_weights_folder, unwrap_checkpoint
 from ...engine import build_model
-from ...fileio import atomic_write, atomic_write_files, read_checkpoint
+from ...fileio import atomic_write, atomic_write_files, read_checkpoint, read_json
 from .hf_config import (
     HF_BACKBONE_TYPES,
     HF_STAGES,
@@ -99,16 +98,6 @@ def export_hf(config: str | Config, checkpoint: str, out_dir: str) -> dict[str, 
                 backbone=hf_config.backbone_config.model_type, notes=notes)
 
 
-def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path} does not exist')
-    with open(path, encoding='utf-8') as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f'{path} is not JSON: {error}') from None
-
-
 def read_hf_folder(hf_dir: str):
     """``(UperNetConfig, state dict)`` of a transformers UperNet-ConvNeXt folder
     (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``, or their sharded
@@ -116,7 +105,7 @@ def read_hf_folder(hf_dir: str):
     (:func:`convnext_dense.checkpoint.read_weights_folder`)."""
     transformers = import_transformers()
     config_path = os.path.join(hf_dir, 'config.json')
-    raw = _read_json(config_path)
+    raw = read_json(config_path)
     if raw.get('model_type') != 'upernet':
         raise ValueError(f'{config_path}: model_type={raw.get("model_type")!r}; expected '
                          "'upernet' (UperNetForSemanticSegmentation)")

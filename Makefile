@@ -16,14 +16,15 @@ PY := $(VENV)/bin/python
 setup:
 	STACK=$(STACK) VENV=$(CURDIR)/$(VENV) bash tools/setup_env.sh
 
-# The README's test command; .ci/run runs exactly this, once per stack.
+# The README's test command; .ci/run runs exactly this, once per stack. One pytest worker per
+# CPU (pytest-xdist), the tests spread one at a time to whichever worker is free.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto --dist worksteal
 
 # Long end-to-end runs kept out of the default run.
 test-slow: setup
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow -n auto --dist worksteal
 
 lint: setup
 	$(VENV)/bin/ruff check .

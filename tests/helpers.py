@@ -19,6 +19,8 @@ from convnext_dense.arch_settings import ARCH_SETTINGS
 from convnext_dense.models import ConvNeXt
 
 ROOT = Path(__file__).resolve().parents[1]
+DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
+SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 
 
 class LogRecords(logging.Handler):
@@ -51,11 +53,21 @@ def run_tool(args, cwd, check=True, timeout=600, env=None) -> subprocess.Complet
     return result
 
 
-def make_toy_workspace(root: Path, num_train: int = 16, num_val: int = 4) -> Path:
-    """``root`` with data/ made by tools/make_toy_data.py, the cwd of the tools' runs."""
-    run_tool([ROOT / 'tools/make_toy_data.py', '--out', 'data', '--num-train', str(num_train),
-              '--num-val', str(num_val)], cwd=root)
+def make_toy_data_in(root: Path, num_train: int = 16, num_val: int = 4) -> Path:
+    """``root`` with data/ as tools/make_toy_data.py writes it (its defaults but the counts;
+    tests/datasets/test_toy.py checks that the tool writes these bytes), the cwd of the tools'
+    runs."""
+    from convnext_dense.datasets import make_toy_data
+    make_toy_data(str(root / 'data'), num_train=num_train, num_val=num_val)
     return root
+
+
+def short_run(iters: int, interval: int) -> list[str]:
+    """tools/train.py options: ``iters`` iterations, validating at the end, a checkpoint every
+    ``interval``, a log line every iteration, seed 0."""
+    return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={interval}', 'default_hooks.logger.interval=1',
+            'randomness.seed=0']
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
@@ -83,10 +95,12 @@ def _dims(arch: str) -> list[int]:
 
 
 def build_mask_rcnn(arch: str = 'tiny', fp32_roi: bool = False,
-                    backbone_type: str = 'ConvNeXt', **backbone):
+                    backbone_type: str = 'ConvNeXt', rcnn_samples: int | None = None,
+                    **backbone):
     """mmdet's Mask R-CNN base model with a ConvNeXt backbone: ours, or another registered one
     such as ``'mmpretrain.ConvNeXt'`` (mmdet 3.x's own ConvNeXt configs; import mmpretrain
-    first)."""
+    first). ``rcnn_samples``: RoIs per image in the R-CNN heads' training batch instead of the
+    config's 512."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
@@ -94,6 +108,8 @@ def build_mask_rcnn(arch: str = 'tiny', fp32_roi: bool = False,
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone = dict(type=backbone_type, arch=arch, **backbone)
     model_cfg.neck.in_channels = _dims(arch)
+    if rcnn_samples is not None:
+        model_cfg.train_cfg.rcnn.sampler.num = rcnn_samples
     if fp32_roi:
         model_cfg.roi_head.bbox_roi_extractor.type = 'FP32SingleRoIExtractor'
         model_cfg.roi_head.mask_roi_extractor.type = 'FP32SingleRoIExtractor'

@@ -92,6 +92,36 @@ def test_inheriting_a_plugin_config_by_package_name(tmp_path):
     assert cfg.model.backbone.type == 'ConvNeXt' and cfg.default_scope == 'mmseg'
 
 
+def test_package_bases_are_found_once_per_process(tmp_path, monkeypatch):
+    """mmengine searches mmdet's whole metafile index for every ``mmdet::`` base of every file
+    it reads; with the plugin imported, each name is searched once, and found where mmengine
+    finds it."""
+    import mmengine.config.config as mmengine_config
+    from mmengine.config.utils import _get_external_cfg_base_path
+    from mmengine.utils import get_installed_path
+    searched = []
+    search = mmengine_config._get_external_cfg_path
+
+    def counted(package_path, cfg_path):
+        searched.append(cfg_path)
+        return search(package_path, cfg_path)
+
+    monkeypatch.setattr(mmengine_config, '_get_external_cfg_path', counted)
+    base = 'mmdet::_base_/schedules/schedule_2x.py'  # a base no config of this project names
+    for name in ('a', 'b'):
+        (tmp_path / f'{name}.py').write_text(f"_base_ = ['{base}']\n")
+        cfg = Config.fromfile(str(tmp_path / f'{name}.py'))
+        assert cfg.train_cfg.max_epochs == 24
+    assert searched.count('_base_/schedules/schedule_2x.py') == 1, searched
+    path, scope = Config._get_cfg_path(base, str(tmp_path / 'c.py'))
+    assert scope == 'mmdet'
+    assert path == _get_external_cfg_base_path(get_installed_path('mmdet'),
+                                               '_base_/schedules/schedule_2x.py')
+    # relative bases are not remembered: each file's own folder
+    assert Config._get_cfg_path('x.py', str(tmp_path / 'c.py')) == (str(tmp_path / 'x.py'), None)
+    assert Config._get_cfg_path('x.py', '/elsewhere/c.py') == ('/elsewhere/x.py', None)
+
+
 def test_tools_read_plugin_configs_by_name():
     """tools/train.py, tools/test.py ... take ``convnext_dense::PATH`` for a config file."""
     name = 'mask_rcnn/cascade_convnext_t_coco_3x.py'

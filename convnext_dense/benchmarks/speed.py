@@ -112,6 +112,8 @@ class Suite:
         det_buckets: The padding buckets of "ours fast" detectors (``--compile``); None: the
             COCO recipe's (:data:`~convnext_dense.models.data_preprocessor.COCO_MS_BUCKETS`).
         roi_feature / rois / nms_boxes: the ops part (:func:`bench_ops`).
+        rcnn_samples: RoIs per image in the detectors' R-CNN training batch (every contender's);
+            None: the configs' (512).
     """
     name: str
     backbone: tuple[int, int, int]
@@ -128,16 +130,20 @@ class Suite:
     rois: int = 512
     nms_boxes: int = 5000
     det_buckets: tuple[tuple[int, int], ...] | None = None
+    rcnn_samples: int | None = None
 
 
 SUITES = {
     'gpu': Suite('gpu', backbone=(2, 800, 1344), det_train=(2, 800, 1344),
                  det_infer=(1, 800, 1333), seg_train=(16, 512, 512), seg_infer=(1, 512, 2048),
                  instances=12, warmup=5, iters=20, compile_backend='inductor', profile=True),
-    'cpu': Suite('cpu', backbone=(1, 64, 96), det_train=(1, 96, 128), det_infer=(1, 96, 128),
+    'cpu': Suite('cpu', backbone=(1, 32, 64), det_train=(1, 96, 128), det_infer=(1, 96, 128),
                  seg_train=(2, 64, 64), seg_infer=(1, 64, 128), instances=2, warmup=1, iters=1,
                  # the COCO buckets would pad the 96x128 batches to 704x960
-                 compile_backend='aot_eager', profile=False, det_buckets=((96, 128), )),
+                 compile_backend='aot_eager', profile=False, det_buckets=((96, 128), ),
+                 # the box head's bf16 matrix products over 512 RoIs take most of a minute on
+                 # a CPU without bf16 instructions; 64 run the same code
+                 rcnn_samples=64),
 }
 
 
@@ -259,6 +265,10 @@ def build_contender(config: str, contender: str, device: torch.device, suite: Su
         if suite.det_buckets is not None:
             compile_options['bucket_sizes'] = suite.det_buckets
         configure_fast_path(cfg, bf16=True, channels_last=True, compile=compile_options)
+    if suite.rcnn_samples is not None and 'roi_head' in cfg.model:
+        stages = cfg.model.train_cfg.rcnn
+        for stage in stages if isinstance(stages, list) else [stages]:  # Cascade: a list
+            stage.sampler.num = suite.rcnn_samples
     if 'size' in cfg.model.data_preprocessor:
         # UperNet pads every image to its training crop: the suite's crop.
         cfg.model.data_preprocessor.size = suite.seg_train[1:]

@@ -9,7 +9,7 @@ from mmengine.logging import MMLogger, print_log
 
 import convnext_dense  # noqa: F401  (installs the filters)
 from convnext_dense.compat.quiet import LOG_WARNINGS, WARNINGS, silence_upstream_noise
-from tests.helpers import ROOT, make_toy_workspace, run_tool
+from tests.helpers import ROOT, make_toy_data_in, run_tool
 
 PKG_RESOURCES = 'pkg_resources is deprecated as an API'
 BUILD_LOSS = '``build_loss`` would be deprecated soon'
@@ -100,7 +100,7 @@ def test_silencing_again_adds_nothing():
 
 
 def test_a_training_run_is_quiet_and_keeps_our_lines(tmp_path):
-    workspace = make_toy_workspace(tmp_path, num_train=4, num_val=2)
+    workspace = make_toy_data_in(tmp_path, num_train=4, num_val=2)
     result = run_tool([ROOT / 'tools/train.py', ROOT / 'configs/upernet/convnext_atto_toy.py',
                        '--work-dir', 'work', '--cfg-options', 'train_cfg.max_iters=2',
                        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1',

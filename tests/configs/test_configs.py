@@ -7,6 +7,7 @@ them."""
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import subprocess
 import sys
@@ -54,7 +55,8 @@ IMAGENET_INPUT = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375
 # open_clip constants.py OPENAI_DATASET_MEAN / _STD on the 0-255 scale
 CLIP_INPUT = dict(mean=[255 * v for v in (0.48145466, 0.4578275, 0.40821073)],
                   std=[255 * v for v in (0.26862954, 0.26130258, 0.27577711)])
-# the new-weights configs of these sizes build on the meta device (no memory, no init time)
+# configs of these sizes build on the meta device (no memory, no init time): the structure,
+# parameter counts and decay groups checked here do not depend on the values
 META_ARCHS = ('large', 'xlarge', 'xxlarge', 'huge')
 # The V2 paper's multi-scale test: these ratios of the test scale (crop x 4crop), each flipped.
 V2_TTA_RATIOS = (0.75, 0.875, 1.0, 1.125, 1.25)
@@ -97,8 +99,15 @@ def _config_names() -> list[str]:
 CONFIGS = _config_names()
 
 
-def load(name: str) -> Config:
+@functools.cache
+def _read(name: str) -> Config:
     return Config.fromfile(str(ROOT / 'configs' / name))
+
+
+def load(name: str) -> Config:
+    """The config file, read once per run (most of a second each: mmdet's and mmseg's bases are
+    parsed again for every file); each caller gets its own copy to change."""
+    return copy.deepcopy(_read(name))
 
 
 def is_det(cfg: Config) -> bool:
@@ -279,7 +288,7 @@ def test_build_and_param_count(name):
     none for Mask R-CNN)."""
     cfg = load(name)
     arch, paper_m = PAPER[name][:2]
-    if WEIGHTS[name] != 'imagenet' and arch in META_ARCHS:
+    if arch in META_ARCHS:
         with torch.device('meta'):
             model = build_model_for_analysis(cfg)
     else:

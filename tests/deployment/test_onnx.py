@@ -6,8 +6,8 @@ at a second size (not a multiple of the 32-pixel padding).
 
 The default run exports models with weights moved off their init (``perturb_``): the box heads
 then score many classes above ``score_thr``, so NMS and ``max_per_img`` work on hundreds of
-candidates. The ``slow`` tests train the toy configs first (``tools/train.py``, 30
-iterations of Mask R-CNN and Cascade Mask R-CNN, 8 of UperNet) and export at a static shape.
+candidates. The ``slow`` tests export the toy configs trained by ``tools/train.py`` (30
+iterations of Mask R-CNN and Cascade Mask R-CNN, 8 of UperNet) at a static shape.
 """
 import copy
 from pathlib import Path
@@ -27,21 +27,14 @@ from convnext_dense.deployment.onnx_export import (
     onnx_summary,
     run_onnx,
 )
-from tests.helpers import ROOT, make_toy_workspace, perturb_, run_tool
+from tests.conftest import TRAINED_DET_ITERS, TRAINED_SEG_ITERS
+from tests.helpers import DET_CONFIG, ROOT, SEG_CONFIG, perturb_, run_tool, short_run
 from tests.numerics import assert_close_to_reference, reduction_depth, tolerance
 
-DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
-SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 SECOND_SIZE = (100, 150)
 # Weights moved by 0.01 x N(0, 1) score the 100 detections kept per toy image between 0.3 and
 # 0.5; by 0.05, the box heads saturate (every score 1.0: NMS order is then a matter of ties).
 DET_PERTURBATION = 0.01  # H, W: padded to 128 x 160 inside the detection graph
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    """data/ made by tools/make_toy_data.py (4 validation images per task)."""
-    return make_toy_workspace(tmp_path_factory.mktemp('onnx'))
 
 
 def cascade_config(folder: Path) -> str:
@@ -277,23 +270,21 @@ def test_upernet_dynamic(workspace):
 
 
 # -- trained models ---------------------------------------------------------------------------
-def train(workspace: Path, config: str, name: str, iters: int) -> Path:
-    work_dir = workspace / name
-    run_tool([ROOT / 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
-              f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-              f'default_hooks.checkpoint.interval={iters}', 'randomness.seed=0'],
-             cwd=workspace, timeout=1800)
-    return work_dir / f'iter_{iters}.pth'
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('cascade', [False, True], ids=['mask_rcnn', 'cascade'])
-def test_trained_detector_static(workspace, cascade):
+def test_trained_detector_static(workspace, cascade, request):
     """30 iterations: enough for Mask R-CNN's detections above score_thr=0.05 on the validation
     images; Cascade's scores, averaged over three stages, stay below it, so it is exported
     with score_thr=0 (as tests/tools/test_end_to_end.py evaluates)."""
-    config = cascade_config(workspace) if cascade else DET_CONFIG
-    checkpoint = train(workspace, config, 'cascade' if cascade else 'mask_rcnn', 30)
+    iters = TRAINED_DET_ITERS
+    if cascade:
+        config = cascade_config(workspace)
+        run_tool([ROOT / 'tools/train.py', config, '--work-dir', workspace / 'cascade',
+                  *short_run(iters, iters)], cwd=workspace, timeout=1800)
+        checkpoint = workspace / f'cascade/iter_{iters}.pth'
+    else:  # the toy Mask R-CNN trained once for the suite
+        config = DET_CONFIG
+        checkpoint = request.getfixturevalue('trained_det') / f'iter_{iters}.pth'
     options = {'model.test_cfg.rcnn.score_thr': 0.0} if cascade else None
     model = load_model(config, str(checkpoint), cfg_options=options)
     onnx_file = export_onnx(model, workspace / f'trained_{cascade}.onnx', (128, 128))
@@ -310,9 +301,8 @@ def test_trained_detector_static(workspace, cascade):
 
 
 @pytest.mark.slow
-def test_trained_upernet_static_logits(workspace):
-    checkpoint = train(workspace, SEG_CONFIG, 'upernet', 8)
-    model = load_model(SEG_CONFIG, str(checkpoint))
+def test_trained_upernet_static_logits(workspace, trained_seg):
+    model = load_model(SEG_CONFIG, str(trained_seg / f'iter_{TRAINED_SEG_ITERS}.pth'))
     images = [bgr_image(p) for p in val_images(workspace, 'seg')]
     for logits in (False, True):
         onnx_file = export_onnx(model, workspace / f'upernet_{logits}.onnx', (128, 128),

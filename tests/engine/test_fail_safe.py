@@ -38,9 +38,8 @@ from convnext_dense.engine import (
 )
 from convnext_dense.engine.run_config import prepare_train_cfg
 from convnext_dense.fileio import atomic_open
-from tests.helpers import ROOT, make_toy_workspace, run_tool
+from tests.helpers import ROOT, SEG_CONFIG, run_tool
 
-SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 GUARDS = ('NonFiniteCheckHook', 'StopSignalHook', 'CheckpointWriteCheckHook')
 
 
@@ -570,11 +569,6 @@ def test_distributed_ranks_stop_together(tmp_path):
 
 
 # -- the tools --------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    return make_toy_workspace(tmp_path_factory.mktemp('toy'), num_train=8, num_val=2)
-
-
 def seg_options(iters: int, interval: int) -> list[str]:
     """The toy UperNet on 64x64 crops, 2 images a batch: a fraction of the demo's step."""
     return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',

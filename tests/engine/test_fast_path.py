@@ -19,11 +19,17 @@ from convnext_dense.engine.fast_path import (
     plain_state_dict,
 )
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import ROOT, LogRecords, make_toy_workspace, perturb_, run_tool
+from tests.helpers import (
+    DET_CONFIG,
+    ROOT,
+    SEG_CONFIG,
+    LogRecords,
+    make_toy_data_in,
+    perturb_,
+    run_tool,
+)
 from tests.numerics import assert_close_to_reference, reduction_depth, rounding_depth
 
-DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
-SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 COCO_RECIPE = str(ROOT / 'configs/mask_rcnn/mask_rcnn_convnext_t_coco_3x.py')
 AOT_EAGER = dict(compile=dict(backend='aot_eager'))
 
@@ -437,7 +443,7 @@ def test_resumed_optimizer_state_takes_the_parameter_layout():
 def test_train_tool_flags(tmp_path):
     """tools/train.py --bf16 --channels-last --compile on the toy COCO data: trains, validates
     (bf16 predictions through CocoMetric), and saves a checkpoint with the plain keys."""
-    make_toy_workspace(tmp_path, num_train=8, num_val=2)
+    make_toy_data_in(tmp_path, num_train=8, num_val=2)
     result = run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', 'run', '--bf16',
                        '--channels-last', '--compile', '--cfg-options', 'train_cfg.max_iters=2',
                        'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',

@@ -93,17 +93,18 @@ def test_matches_huggingface(version):
 @pytest.mark.parametrize('version, arch', [('v1', a) for a in V1_ARCHS] +
                          [('v2', a) for a in V2_ARCHS])
 def test_every_arch_shapes_and_strides(version, arch):
-    model = ConvNeXt(arch=arch, version=version).eval()
+    # L and up build on the meta device (no memory, no init time): shapes and strides only
+    device = 'meta' if arch in ('large', 'xlarge', 'xxlarge', 'huge') else 'cpu'
+    with torch.device(device):
+        model = ConvNeXt(arch=arch, version=version).eval()
     dims = ARCH_SETTINGS[arch]['dims']
     assert model.out_channels == dims
     assert model.strides == [4, 8, 16, 32]
     assert [f['num_chs'] for f in model.feature_info] == dims
     assert (model.stages[0][0].grn is not None) == (version == 'v2')
     assert (model.stages[0][0].gamma is not None) == (version == 'v1')
-    if sum(p.numel() for p in model.parameters()) > 400e6:
-        return  # xxlarge/huge: built and described, the forward is too slow for CI
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64))
+        outs = model(torch.randn(1, 3, 64, 64, device=device))
     assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s)
                                               for c, s in zip(dims, [4, 8, 16, 32])]
     # NCHW memory, as mmdet/mmseg necks and mmcv ops expect (mmcv's RoIAlign misreads others)

@@ -1,6 +1,7 @@
-"""The user's main job, run through the real tools in subprocesses: make the toy data, train,
-test (COCO AP / mIoU), demo picture, distributed training on 2 CPU processes, kill and resume,
-and bad input."""
+"""The user's main job, run through the real tools in subprocesses: train (the toy runs the suite
+shares, tests/conftest.py), test (COCO AP / mIoU), demo picture, distributed training on 2 CPU
+processes, kill and resume, and bad input. tools/make_toy_data.py itself:
+tests/datasets/test_toy.py."""
 import json
 import os
 import re
@@ -20,24 +21,11 @@ import convnext_dense  # noqa: F401  (checkpoints load with weights_only=True)
 from convnext_dense.apis import read_image
 from convnext_dense.datasets import COCO_METAINFO, SEG_METAINFO
 from convnext_dense.visualization import MIN_PANEL_HEIGHT, compose, upscale
-from tests.helpers import ROOT, make_toy_workspace, run_tool
+from tests.conftest import TRAINED_DET_ITERS, TRAINED_SEG_ITERS, TRAINED_SEG_OPTIONS
+from tests.helpers import DET_CONFIG, ROOT, SEG_CONFIG, run_tool, short_run
 
-DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
-SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
 TOY_METAINFO = {DET_CONFIG: COCO_METAINFO, SEG_CONFIG: SEG_METAINFO}  # their datasets'
 PYTHON = sys.executable
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    """A folder holding data/ made by tools/make_toy_data.py, the cwd of every run."""
-    return make_toy_workspace(tmp_path_factory.mktemp('toy'))
-
-
-def short_run(iters, interval):
-    return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={interval}', 'default_hooks.logger.interval=1',
-            'randomness.seed=0']
 
 
 def scalars(work_dir: Path) -> list[dict]:
@@ -72,20 +60,20 @@ def check_picture(path: Path, image: Path, config: str, titles: list[str]) -> li
     return panels
 
 
-def test_segmentation_train_test_demo(workspace):
-    work_dir = workspace / 'seg'
-    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', work_dir, '--tensorboard',
-              *short_run(4, 4)], cwd=workspace)
-    checkpoint = work_dir / 'iter_4.pth'
+def test_segmentation_train_test_demo(workspace, trained_seg):
+    """tools/train.py --tensorboard (the ``trained_seg`` run), then test, demo and demo with the
+    ground truth of its checkpoint."""
+    checkpoint = trained_seg / f'iter_{TRAINED_SEG_ITERS}.pth'
     assert checkpoint.is_file()
     # --tensorboard: an event file TensorBoard itself reads, with the training loss and mIoU
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events, = work_dir.glob('*/vis_data/events.out.tfevents.*')
+    events, = trained_seg.glob('*/vis_data/events.out.tfevents.*')
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     tags = accumulator.Tags()['scalars']
     assert 'loss' in tags and 'mIoU' in tags, tags
-    assert [event.step for event in accumulator.Scalars('loss')] == [1, 2, 3, 4]
+    assert [event.step for event in accumulator.Scalars('loss')] == \
+        list(range(1, TRAINED_SEG_ITERS + 1))
     result = run_tool([ROOT / 'tools/test.py', SEG_CONFIG, checkpoint, '--work-dir',
                        workspace / 'seg_test', '--out', workspace / 'seg_pred'],
                       cwd=workspace)
@@ -122,14 +110,14 @@ def coco_lines(output: str) -> list[tuple[str, str]]:
     return [(match[0].strip(), match[1]) for match in COCO_LINE.findall(output)]
 
 
-def test_detection_train_test_eval_demo(workspace):
-    work_dir = workspace / 'det'
+def test_detection_train_test_eval_demo(workspace, trained_det):
+    """tools/train.py (the ``trained_det`` run), then test, COCO evaluation, demo and demo with
+    the ground truth of its checkpoint."""
     # 30 iterations: after 4 every AP and AR is 0.000, and comparing zeros with zeros would not
     # tell two COCO evaluations apart (here: bbox AP 0.05, AP50 0.15, AR100 0.19)
-    iters = 30
-    run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', work_dir,
-              *short_run(iters, iters)], cwd=workspace)
-    checkpoint = work_dir / f'iter_{iters}.pth'
+    iters = TRAINED_DET_ITERS
+    checkpoint = trained_det / f'iter_{iters}.pth'
+    assert checkpoint.is_file()
     prefix = workspace / 'det_results'
     # score_thr=0: every image gets detections (up to max_per_img=100), so the result files
     # cannot be empty. proposal_nums=(1, 10, 100): pycocotools' own maxDets, which
@@ -346,13 +334,10 @@ def test_distributed_fast_path(workspace):
     assert any('mIoU' in row for row in scalars(work_dir))
 
 
-def test_kill_and_resume_is_bitwise(workspace):
-    options = [*short_run(8, 2), 'randomness.deterministic=True',
-               'model.backbone.drop_path_rate=0.2']
-    straight = workspace / 'straight'
-    run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', straight, *options],
-             cwd=workspace)
-
+def test_kill_and_resume_is_bitwise(workspace, trained_seg):
+    """Killed (SIGKILL) after its iteration-4 checkpoint and resumed, a run ends with the
+    weights of the uninterrupted ``trained_seg`` run of the same options, bit for bit."""
+    options = TRAINED_SEG_OPTIONS
     killed = workspace / 'killed'
     process = subprocess.Popen([PYTHON, ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir',
                                 killed, *options], cwd=workspace, stdout=subprocess.DEVNULL,
@@ -364,14 +349,15 @@ def test_kill_and_resume_is_bitwise(workspace):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (killed / 'iter_8.pth').exists()
+    assert not (killed / f'iter_{TRAINED_SEG_ITERS}.pth').exists()
     pointer = (killed / 'last_checkpoint').read_text().strip()
     torch.load(pointer, weights_only=True)  # points at a complete checkpoint
 
     run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', killed, '--resume', *options],
              cwd=workspace)
-    expected = torch.load(straight / 'iter_8.pth', weights_only=True)['state_dict']
-    resumed = torch.load(killed / 'iter_8.pth', weights_only=True)['state_dict']
+    last = f'iter_{TRAINED_SEG_ITERS}.pth'
+    expected = torch.load(trained_seg / last, weights_only=True)['state_dict']
+    resumed = torch.load(killed / last, weights_only=True)['state_dict']
     assert expected.keys() == resumed.keys()
     different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, different[:5]

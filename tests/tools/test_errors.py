@@ -9,10 +9,8 @@ import pytest
 
 from convnext_dense.apis import read_image
 from convnext_dense.config import load_config
-from tests.helpers import ROOT
+from tests.helpers import DET_CONFIG, ROOT, SEG_CONFIG
 
-SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
-DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 BROKEN_LINE = "    norm_cfg=dict(type='BN' requires_grad=True),"
 
 

@@ -16,15 +16,19 @@ PY := $(VENV)/bin/python
 setup:
 	STACK=$(STACK) VENV=$(CURDIR)/$(VENV) bash tools/setup_env.sh
 
-# The README's test command; .ci/run runs exactly this, once per stack. One pytest worker per
-# CPU (pytest-xdist), the tests spread one at a time to whichever worker is free.
+# One pytest worker per CPU (pytest-xdist), the tests spread one at a time to whichever worker is
+# free; at most 8: each worker holds its own torch, mmdet and mmseg, and the longest tests alone
+# take over a minute, so more workers would add memory, not speed.
+XDIST := -n auto --maxprocesses 8 --dist worksteal
+
+# The README's test command; .ci/run runs exactly this, once per stack.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not slow" -n auto --dist worksteal
+	$(PY) -m pytest -m "not slow" $(XDIST)
 
 # Long end-to-end runs kept out of the default run.
 test-slow: setup
-	$(PY) -m pytest -m slow -n auto --dist worksteal
+	$(PY) -m pytest -m slow $(XDIST)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,8 @@ from convnext_dense.models import ConvNeXt
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = str(ROOT / 'configs/mask_rcnn/convnext_atto_toy.py')
 SEG_CONFIG = str(ROOT / 'configs/upernet/convnext_atto_toy.py')
+# sizes whose structure tests build on the meta device (no memory, no init time)
+META_ARCHS = ('large', 'xlarge', 'xxlarge', 'huge')
 
 
 class LogRecords(logging.Handler):

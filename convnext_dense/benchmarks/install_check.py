@@ -178,8 +178,7 @@ def _toy_detector(model, suite: speed.Suite) -> None:
             head.conv_out_channels = channels
     for head in _as_list(roi_head.mask_head):
         head.in_channels = head.conv_out_channels = channels
-    for stage in _as_list(model.train_cfg.rcnn):
-        stage.sampler.num = 32  # of 512
+    speed.set_rcnn_samples(model, 32)  # of 512
     # at most 100 proposals per image to test (Cascade runs 3 box heads on each)
     model.test_cfg.rpn.nms_pre = model.test_cfg.rpn.max_per_img = 100
 

@@ -254,6 +254,14 @@ def load_model_config(config: str):
     return load_config(config)
 
 
+def set_rcnn_samples(model_cfg, num: int) -> None:
+    """RoIs sampled per image for the training batch of each R-CNN stage of a detector's model
+    config (Cascade's ``train_cfg.rcnn`` is a list of stages)."""
+    stages = model_cfg.train_cfg.rcnn
+    for stage in stages if isinstance(stages, list) else [stages]:
+        stage.sampler.num = num
+
+
 def build_contender(config: str, contender: str, device: torch.device, suite: Suite):
     """(model, optim wrapper) of one contender."""
     from mmengine.optim import build_optim_wrapper
@@ -266,9 +274,7 @@ def build_contender(config: str, contender: str, device: torch.device, suite: Su
             compile_options['bucket_sizes'] = suite.det_buckets
         configure_fast_path(cfg, bf16=True, channels_last=True, compile=compile_options)
     if suite.rcnn_samples is not None and 'roi_head' in cfg.model:
-        stages = cfg.model.train_cfg.rcnn
-        for stage in stages if isinstance(stages, list) else [stages]:  # Cascade: a list
-            stage.sampler.num = suite.rcnn_samples
+        set_rcnn_samples(cfg.model, suite.rcnn_samples)
     if 'size' in cfg.model.data_preprocessor:
         # UperNet pads every image to its training crop: the suite's crop.
         cfg.model.data_preprocessor.size = suite.seg_train[1:]

@@ -25,8 +25,9 @@ from convnext_dense.analysis import (
 )
 from convnext_dense.analysis.metafile import read_metafile
 from convnext_dense.arch_settings import ARCH_SETTINGS
+from convnext_dense.benchmarks.speed import set_rcnn_samples
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import ROOT
+from tests.helpers import META_ARCHS, ROOT
 
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
 
@@ -55,9 +56,6 @@ IMAGENET_INPUT = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375
 # open_clip constants.py OPENAI_DATASET_MEAN / _STD on the 0-255 scale
 CLIP_INPUT = dict(mean=[255 * v for v in (0.48145466, 0.4578275, 0.40821073)],
                   std=[255 * v for v in (0.26862954, 0.26130258, 0.27577711)])
-# configs of these sizes build on the meta device (no memory, no init time): the structure,
-# parameter counts and decay groups checked here do not depend on the values
-META_ARCHS = ('large', 'xlarge', 'xxlarge', 'huge')
 # The V2 paper's multi-scale test: these ratios of the test scale (crop x 4crop), each flipped.
 V2_TTA_RATIOS = (0.75, 0.875, 1.0, 1.125, 1.25)
 
@@ -288,6 +286,8 @@ def test_build_and_param_count(name):
     none for Mask R-CNN)."""
     cfg = load(name)
     arch, paper_m = PAPER[name][:2]
+    # on the meta device where it is big: the structure, parameter counts and decay groups
+    # checked here do not depend on the values
     if arch in META_ARCHS:
         with torch.device('meta'):
             model = build_model_for_analysis(cfg)
@@ -337,8 +337,7 @@ def _tiny_model_cfg(cfg: Config):
     if is_det(cfg):
         train = model_cfg.train_cfg
         train.rpn_proposal.update(nms_pre=200, max_per_img=64)
-        for stage in (train.rcnn if isinstance(train.rcnn, list) else [train.rcnn]):
-            stage.sampler.num = 32
+        set_rcnn_samples(model_cfg, 32)
         model_cfg.test_cfg.rpn.update(nms_pre=200, max_per_img=64)
     else:
         model_cfg.data_preprocessor.size = (64, 64)

@@ -7,7 +7,7 @@ from convnext_dense.arch_settings import ARCH_SETTINGS, V1_ARCHS, V2_ARCHS
 from convnext_dense.checkpoint import load_state_dict_into
 from convnext_dense.compat import import_mmpretrain
 from convnext_dense.models import ConvNeXt
-from tests.helpers import perturb_, stage_outputs
+from tests.helpers import META_ARCHS, perturb_, stage_outputs
 from tests.numerics import (
     assert_backbone_outputs_close,
     assert_close_to_reference,
@@ -93,8 +93,7 @@ def test_matches_huggingface(version):
 @pytest.mark.parametrize('version, arch', [('v1', a) for a in V1_ARCHS] +
                          [('v2', a) for a in V2_ARCHS])
 def test_every_arch_shapes_and_strides(version, arch):
-    # L and up build on the meta device (no memory, no init time): shapes and strides only
-    device = 'meta' if arch in ('large', 'xlarge', 'xxlarge', 'huge') else 'cpu'
+    device = 'meta' if arch in META_ARCHS else 'cpu'  # shapes and strides only
     with torch.device(device):
         model = ConvNeXt(arch=arch, version=version).eval()
     dims = ARCH_SETTINGS[arch]['dims']

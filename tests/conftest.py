@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -90,24 +90,28 @@ def workspace(tmp_path_factory, toy_data) -> Path:
     return link_toy_data(tmp_path_factory.mktemp('workspace'), toy_data)
 
 
+def trained_once(run_tmp: Path, toy_data: Path, name: str, config: str,
+                 options: Sequence[str]) -> Path:
+    """The work dir of ``tools/train.py config --work-dir ... *options``, run once per test run
+    in a folder that links the shared toy data."""
+    def make(folder: Path) -> None:
+        cwd = link_toy_data(folder / 'cwd', toy_data)
+        run_tool([ROOT / 'tools/train.py', config, '--work-dir', folder / 'work_dir', *options],
+                 cwd=cwd, timeout=1800)
+    return made_once(run_tmp, name, make) / 'work_dir'
+
+
 @pytest.fixture(scope='session')
 def trained_seg(run_tmp, toy_data) -> Path:
     """The work dir of the toy UperNet trained ``TRAINED_SEG_ITERS`` iterations by tools/train.py
     with ``TRAINED_SEG_OPTIONS`` (checkpoints ``iter_2.pth`` ... ``iter_8.pth``, logs, event
     file)."""
-    def make(folder: Path) -> None:
-        cwd = link_toy_data(folder / 'cwd', toy_data)
-        run_tool([ROOT / 'tools/train.py', SEG_CONFIG, '--work-dir', folder / 'work_dir',
-                  *TRAINED_SEG_OPTIONS], cwd=cwd, timeout=1800)
-    return made_once(run_tmp, 'trained_seg', make) / 'work_dir'
+    return trained_once(run_tmp, toy_data, 'trained_seg', SEG_CONFIG, TRAINED_SEG_OPTIONS)
 
 
 @pytest.fixture(scope='session')
 def trained_det(run_tmp, toy_data) -> Path:
     """The work dir of the toy Mask R-CNN trained ``TRAINED_DET_ITERS`` iterations by
     tools/train.py (checkpoint ``iter_30.pth``, logs)."""
-    def make(folder: Path) -> None:
-        cwd = link_toy_data(folder / 'cwd', toy_data)
-        run_tool([ROOT / 'tools/train.py', DET_CONFIG, '--work-dir', folder / 'work_dir',
-                  *short_run(TRAINED_DET_ITERS, TRAINED_DET_ITERS)], cwd=cwd, timeout=1800)
-    return made_once(run_tmp, 'trained_det', make) / 'work_dir'
+    return trained_once(run_tmp, toy_data, 'trained_det', DET_CONFIG,
+                        short_run(TRAINED_DET_ITERS, TRAINED_DET_ITERS))

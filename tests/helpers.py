@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,13 @@ def run_tool(args, cwd, check=True, timeout=600, env=None) -> subprocess.Complet
         raise AssertionError(f'{" ".join(map(str, args))} failed:\n{result.stdout[-3000:]}\n'
                              f'{result.stderr[-3000:]}')
     return result
+
+
+def run_tool_in_process(tool: str, *args, monkeypatch) -> None:
+    """Run ``python ROOT/tool *args`` in this process: the tool's ``__main__`` with ``args`` as
+    its command line (the imports it needs are already paid for)."""
+    monkeypatch.setattr(sys, 'argv', [str(ROOT / tool), *map(str, args)])
+    runpy.run_path(str(ROOT / tool), run_name='__main__')
 
 
 def make_toy_data_in(root: Path, num_train: int = 16, num_val: int = 4) -> Path:

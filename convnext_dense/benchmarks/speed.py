@@ -13,8 +13,8 @@
 and reports the median, the 10th-90th percentile spread, the peak memory, the ratio of every
 contender to the first one of its case, the versions, and a ``torch.profiler`` top-10 of CUDA
 kernels of a Mask R-CNN and an UperNet train step for ours and upstream. ``--suite cpu`` runs the
-same code at small sizes, with ``aot_eager`` as the compile backend, as a smoke test: its
-figures are not goals.
+same code at small sizes (the backbone cases on ConvNeXt-atto), with ``aot_eager`` as the
+compile backend, as a smoke test: its figures are not goals.
 """
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ class Suite:
 
     Args:
         backbone: (batch, height, width) of the backbone cases.
+        backbone_arch: The ConvNeXt size of the backbone cases (ours and timm's).
         det_train / det_infer: detection batches (800x1344 is the recipe's largest training
             scale; 800x1333 its test scale).
         seg_train / seg_infer: UperNet's 16 crops of 512x512 (8 GPUs x 2) and one 512x2048
@@ -126,6 +127,7 @@ class Suite:
     iters: int
     compile_backend: str
     profile: bool
+    backbone_arch: str = 'tiny'
     roi_feature: tuple[int, int, int, int] = (2, 256, 200, 336)
     rois: int = 512
     nms_boxes: int = 5000
@@ -143,7 +145,9 @@ SUITES = {
                  compile_backend='aot_eager', profile=False, det_buckets=((96, 128), ),
                  # the box head's bf16 matrix products over 512 RoIs take most of a minute on
                  # a CPU without bf16 instructions; 64 run the same code
-                 rcnn_samples=64),
+                 rcnn_samples=64,
+                 # tracing and compiling 12 blocks instead of T's 18: a third of the part's time
+                 backbone_arch='atto'),
 }
 
 
@@ -185,6 +189,8 @@ def add_ratios(timings: list[Timing]) -> None:
 
 
 # -- backbone ---------------------------------------------------------------------------------
+ARCH_LABELS = dict(tiny='T', small='S', base='B', large='L', xlarge='XL')  # the paper's names
+
 def _timm_features(model: torch.nn.Module) -> Callable:
     def forward(x):
         return model.forward_intermediates(x, intermediates_only=True)
@@ -194,7 +200,7 @@ def _timm_features(model: torch.nn.Module) -> Callable:
 def _backbone_contenders(device: torch.device, suite: Suite, skipped: list[str]
                          ) -> dict[str, Callable]:
     contenders: dict[str, Callable] = {}
-    ours = ConvNeXt(arch='tiny').to(device).to(memory_format=torch.channels_last)
+    ours = ConvNeXt(arch=suite.backbone_arch).to(device).to(memory_format=torch.channels_last)
     # As --compile compiles the detectors' backbone: one fixed input shape, no graph break.
     contenders['ours compiled'] = torch.compile(ours, dynamic=False, fullgraph=True,
                                                 backend=suite.compile_backend)
@@ -204,14 +210,14 @@ def _backbone_contenders(device: torch.device, suite: Suite, skipped: list[str]
     except ImportError:
         fused_kernels_available = None
     if fused_kernels_available is not None and fused_kernels_available(device):
-        fused = ConvNeXt(arch='tiny', fused_kernels=True).to(device)
+        fused = ConvNeXt(arch=suite.backbone_arch, fused_kernels=True).to(device)
         fused = fused.to(memory_format=torch.channels_last)
         contenders['ours fused kernels, compiled'] = torch.compile(
             fused, dynamic=False, fullgraph=True, backend=suite.compile_backend)
     else:
         skipped.append('ours fused kernels: Triton kernels need a CUDA device with Triton')
     import timm
-    reference = timm.create_model('convnext_tiny').to(device)
+    reference = timm.create_model(f'convnext_{suite.backbone_arch}').to(device)
     reference = reference.to(memory_format=torch.channels_last)
     contenders['timm eager'] = _timm_features(reference)
     contenders['timm compiled'] = torch.compile(_timm_features(reference),
@@ -225,6 +231,7 @@ def bench_backbone(device: torch.device, suite: Suite, skipped: list[str]) -> li
     x = x.to(device).to(memory_format=torch.channels_last)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16)
     shape = f'{batch}x3x{height}x{width} bf16'
+    backbone = f'ConvNeXt-{ARCH_LABELS.get(suite.backbone_arch, suite.backbone_arch)}'
     results = []
     for name, model in _backbone_contenders(device, suite, skipped).items():
         def train_step(model=model):
@@ -237,8 +244,8 @@ def bench_backbone(device: torch.device, suite: Suite, skipped: list[str]) -> li
             with torch.autocast(**autocast):
                 model(x)
 
-        for case, fn in ((f'backbone ConvNeXt-T fwd+bwd {shape}', train_step),
-                         (f'backbone ConvNeXt-T forward {shape}', forward)):
+        for case, fn in ((f'backbone {backbone} fwd+bwd {shape}', train_step),
+                         (f'backbone {backbone} forward {shape}', forward)):
             times, peak = measure(fn, device, suite.warmup, suite.iters)
             results.append(Timing(case, name, times, peak))
     return results

@@ -3,6 +3,7 @@ own LocalVisBackend: the series read back, resumed runs merged, the PNG decoded 
 (size, not blank, each requested series drawn in its panel), and the errors."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from convnext_dense.analysis.curves import (
     load_history,
     plot_curves,
 )
-from tests.helpers import ROOT, run_tool
+from tests.helpers import ROOT, run_tool, run_tool_in_process
 
 LINE_RGB = np.array([int(LINE_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
 
@@ -187,11 +188,17 @@ def test_tool(work_dir, tmp_path):
                        'mIoU', '--out', out], cwd=tmp_path)
     assert cv2.imread(str(out)) is not None
     assert f'wrote {out} (' in result.stdout and ': loss, mIoU)' in result.stdout
-    result = run_tool([ROOT / 'tools/analysis/plot_curves.py', work_dir, '--keys', 'miou'],
-                      cwd=tmp_path, check=False)
-    assert result.returncode == 1
-    assert "error: key 'miou' is not in the log of" in result.stderr
-    assert "did you mean 'mIoU'?" in result.stderr and 'Traceback' not in result.stderr
-    result = run_tool([ROOT / 'tools/analysis/plot_curves.py', tmp_path / 'nowhere'],
-                      cwd=tmp_path, check=False)
-    assert result.returncode == 1 and 'does not exist' in result.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--keys', 'miou'], "error: key 'miou' is not in the log of .*; did you mean 'mIoU'\\?"),
+    (None, 'error: .*nowhere.* does not exist'),
+], ids=['unknown key', 'missing work dir'])
+def test_tool_exits_with_the_message(work_dir, tmp_path, monkeypatch, args, message):
+    """Bad input ends the tool (run in this process) with ``sys.exit(message)``: exit status 1
+    and the message alone on stderr, no traceback."""
+    argv = [work_dir, *args] if args else [tmp_path / 'nowhere']
+    with pytest.raises(SystemExit) as info:
+        run_tool_in_process('tools/analysis/plot_curves.py', *argv, monkeypatch=monkeypatch)
+    assert isinstance(info.value.code, str) and re.match(message, info.value.code), \
+        info.value.code

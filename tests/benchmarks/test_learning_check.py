@@ -26,7 +26,7 @@ from convnext_dense.benchmarks.learning_check import (
 )
 from convnext_dense.config import load_config
 from convnext_dense.datasets import BACKGROUND_CLASS, SEG_CLASSES, make_toy_data
-from tests.helpers import ROOT, run_tool
+from tests.helpers import ROOT, run_tool_in_process
 
 
 @pytest.mark.parametrize('name', sorted(TASKS))
@@ -152,24 +152,27 @@ def test_constant_prediction_scores_are_mmseg_s_arithmetic(held_out):
         constant_baseline(TASKS['upernet'], str(held_out / 'nowhere'))
 
 
-def test_a_run_that_does_not_learn_fails_the_check(tmp_path):
-    """tools/benchmark_toy.py (learning rate 0: the model cannot learn) runs tools/train.py,
-    reads back exactly what the run logged, and exits with 1: target not met."""
+def test_a_run_that_does_not_learn_fails_the_check(tmp_path, monkeypatch, capsys):
+    """tools/benchmark_toy.py (run in this process; learning rate 0: the model cannot learn)
+    runs tools/train.py, reads back exactly what the run logged, and exits with 1: target not
+    met."""
     work = tmp_path / 'work'
-    result = run_tool([ROOT / 'tools/benchmark_toy.py', '--tasks', 'upernet', '--iters', '2',
-                       '--val-interval', '1', '--num-train', '4', '--num-val', '2',
-                       '--work-dir', work, '--cfg-options', 'optim_wrapper.optimizer.lr=0',
-                       'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-                       'val_dataloader.num_workers=0'], cwd=ROOT, check=False)
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "upernet: predicting 'background' on every held-out pixel scores mIoU" \
-        in result.stdout
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        run_tool_in_process('tools/benchmark_toy.py', '--tasks', 'upernet', '--iters', '2',
+                            '--val-interval', '1', '--num-train', '4', '--num-val', '2',
+                            '--work-dir', work, '--cfg-options', 'optim_wrapper.optimizer.lr=0',
+                            'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+                            'val_dataloader.num_workers=0', monkeypatch=monkeypatch)
+    result = capsys.readouterr()
+    assert info.value.code == 1, result.out[-3000:] + result.err[-3000:]
+    assert "upernet: predicting 'background' on every held-out pixel scores mIoU" in result.out
     summary = json.loads((work / 'summary.json').read_text())
     task, = summary['results']
     assert task['met'] is False and task['final'] < task['target']
     assert task['final'] == task['evaluations'][-1]['mIoU']
     assert task['constant_prediction']['name'] == BACKGROUND_CLASS
-    assert '>= 80: NOT met' in result.stdout
+    assert '>= 80: NOT met' in result.out
     assert [e['step'] for e in task['evaluations']] == [1, 2]
     # exactly what the run's LocalVisBackend wrote: its evaluation lines, whole
     scalars, = (work / 'upernet').glob('*/vis_data/scalars.json')

@@ -103,7 +103,8 @@ def test_cpu_suite_runs_the_gpu_suites_code(tmp_path):
     stdout, data = run_cpu_suite(tmp_path, 'mask_rcnn')
     pairs = [(r['case'], r['contender']) for r in data['results']]
     shape = '1x3x32x64 bf16'
-    for case in (f'backbone ConvNeXt-T fwd+bwd {shape}', f'backbone ConvNeXt-T forward {shape}'):
+    for case in (f'backbone ConvNeXt-atto fwd+bwd {shape}',
+                 f'backbone ConvNeXt-atto forward {shape}'):
         assert [c for k, c in pairs if k == case] == [
             'ours compiled', 'ours eager', 'timm eager', 'timm compiled']
     check_model_cases(data, ['Mask R-CNN-T'])

@@ -15,8 +15,6 @@ their configs with perturbed weights.
 from __future__ import annotations
 
 import re
-import runpy
-import sys
 
 import pytest
 import torch
@@ -31,7 +29,7 @@ from convnext_dense.checkpoint import (
     weight_families,
 )
 from convnext_dense.models import ConvNeXt
-from tests.helpers import ROOT, LogRecords, perturb_, stage_outputs
+from tests.helpers import LogRecords, perturb_, run_tool_in_process, stage_outputs
 from tests.numerics import (
     assert_backbone_outputs_close,
     assert_close_to_reference,
@@ -294,10 +292,9 @@ def test_convert_tool_on_a_save_pretrained_folder(tmp_path, monkeypatch, capsys)
     reference = hf_dinov3_reference()
     folder = tmp_path / 'dinov3-convnext'
     reference.save_pretrained(folder)
-    monkeypatch.setattr(sys, 'argv', ['convert_checkpoint.py', str(folder),
-                                      str(tmp_path / 'out.pth')])
     with LogRecords() as messages:
-        runpy.run_path(str(ROOT / 'tools/convert_checkpoint.py'), run_name='__main__')
+        run_tool_in_process('tools/convert_checkpoint.py', folder, tmp_path / 'out.pth',
+                            monkeypatch=monkeypatch)
     printed = capsys.readouterr().out
     assert 'hf_dinov3 layout' in printed
     assert 'final norm loaded as the stage-4 output norm norm3' in printed

@@ -27,7 +27,7 @@ from convnext_dense.analysis.metafile import read_metafile
 from convnext_dense.arch_settings import ARCH_SETTINGS
 from convnext_dense.benchmarks.speed import set_rcnn_samples
 from convnext_dense.testing import det_batch, seg_batch
-from tests.helpers import META_ARCHS, ROOT
+from tests.helpers import META_ARCHS, ROOT, run_tool_in_process
 
 CONFIG_DIRS = ('configs/mask_rcnn', 'configs/upernet')
 
@@ -468,11 +468,11 @@ def test_get_flops_tool():
     assert 10 < gflops < 20  # ~939 G at 2048x512 scaled down 64x
 
 
-def test_docs_table_is_the_metafile():
-    """docs/configs.md shows configs/metafile.yml as tools/analysis/paper_table.py renders it."""
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/paper_table.py')],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
-    table = proc.stdout.strip()
+def test_docs_table_is_the_metafile(monkeypatch, capsys):
+    """docs/configs.md shows configs/metafile.yml as tools/analysis/paper_table.py (run in this
+    process) renders it."""
+    run_tool_in_process('tools/analysis/paper_table.py', monkeypatch=monkeypatch)
+    table = capsys.readouterr().out.strip()
     assert table.count('\n') == len(METAFILE) + 1  # header, rule, one row per config
     assert table in (ROOT / 'docs/configs.md').read_text()
 

@@ -21,7 +21,7 @@ from convnext_dense.datasets import (
     generate_scene,
     make_toy_data,
 )
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_tool_in_process
 
 DET_CONFIG = ROOT / 'configs/mask_rcnn/convnext_atto_toy.py'
 SEG_CONFIG = ROOT / 'configs/upernet/convnext_atto_toy.py'
@@ -221,12 +221,14 @@ def test_refuses_a_non_empty_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['toy_ade', 'toy_coco']
 
 
-def test_cli_refuses_a_non_empty_output(data):
-    result = subprocess.run([sys.executable, ROOT / 'tools/make_toy_data.py', '--out', data],
-                            capture_output=True, text=True)
-    assert result.returncode != 0
-    assert f"{data / 'toy_coco'}' exists and is not empty" in result.stderr
-    assert '--overwrite' in result.stderr
+def test_cli_refuses_a_non_empty_output(data, monkeypatch):
+    # run in this process: sys.exit(message) is exit status 1 and the message on stderr
+    with pytest.raises(SystemExit) as info:
+        run_tool_in_process('tools/make_toy_data.py', '--out', data, monkeypatch=monkeypatch)
+    message = info.value.code
+    assert isinstance(message, str) and message.startswith('error: '), message
+    assert f"{data / 'toy_coco'}' exists and is not empty" in message
+    assert '--overwrite' in message
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -4,7 +4,6 @@ off their init): ours -> folder -> ``from_pretrained`` and ``save_pretrained`` -
 our model as ``tools/test.py`` loads it give the same logits, and ``tools/test.py`` evaluates an
 imported checkpoint. Small models (a custom V1, V2-atto) with a 16-channel head keep it fast."""
 import re
-import runpy
 import subprocess
 import sys
 
@@ -25,7 +24,7 @@ from convnext_dense.deployment.hf_upernet import (
 )
 from convnext_dense.engine import build_model
 from convnext_dense.fileio.torch_load import read_checkpoint
-from tests.helpers import ROOT, perturb_
+from tests.helpers import ROOT, perturb_, run_tool_in_process
 from tests.numerics import assert_close_to_reference, reduction_depth
 
 transformers = pytest.importorskip('transformers')
@@ -192,20 +191,14 @@ def test_state_dict_renaming_round_trips_exactly():
     assert all(torch.equal(back[k], v) for k, v in hf_state.items())
 
 
-def run_tool(tool: str, *args: str, monkeypatch) -> None:
-    """Run a tool's ``main()`` in this process, with ``args`` as its command line."""
-    monkeypatch.setattr(sys, 'argv', [tool, *args])
-    runpy.run_path(str(ROOT / tool), run_name='__main__')
-
-
 def test_tools_import_then_test_evaluate(tmp_path, monkeypatch):
     """import_hf.py then tools/test.py (a subprocess, as a user runs it) on toy images."""
     make_toy_data(str(tmp_path / 'data'), num_train=1, num_val=2, size=64)
     hf_model_for('v2', seed=6).save_pretrained(tmp_path / 'hf')
     config = write_config(tmp_path / 'upernet.py', 'v2')
     monkeypatch.chdir(tmp_path)
-    run_tool('tools/deployment/import_hf.py', 'hf', 'imported.pth', '--config', config,
-             monkeypatch=monkeypatch)
+    run_tool_in_process('tools/deployment/import_hf.py', 'hf', 'imported.pth', '--config',
+                        config, monkeypatch=monkeypatch)
     result = subprocess.run([sys.executable, str(ROOT / 'tools/test.py'), config, 'imported.pth',
                              '--work-dir', 'work'], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
@@ -239,12 +232,12 @@ def test_export_tool_exits_with_the_message(tmp_path, monkeypatch):
     config = write_config(tmp_path / 'upernet.py', 'v2', decode_head=', align_corners=True')
     checkpoint = tmp_path / 'model.pth'
     with pytest.raises(SystemExit, match=r"^error: checkpoint file '.*model\.pth' does not"):
-        run_tool('tools/deployment/export_hf.py', config, str(checkpoint), str(tmp_path / 'hf'),
-                 monkeypatch=monkeypatch)
+        run_tool_in_process('tools/deployment/export_hf.py', config, checkpoint, tmp_path / 'hf',
+                            monkeypatch=monkeypatch)
     torch.save({'state_dict': {}}, checkpoint)
     with pytest.raises(SystemExit, match=r'^error: .*upernet\.py: model\.decode_head\.align_'):
-        run_tool('tools/deployment/export_hf.py', config, str(checkpoint), str(tmp_path / 'hf'),
-                 monkeypatch=monkeypatch)
+        run_tool_in_process('tools/deployment/export_hf.py', config, checkpoint, tmp_path / 'hf',
+                            monkeypatch=monkeypatch)
 
 
 def test_export_names_a_checkpoint_without_state_dict_or_classes(tmp_path):

@@ -257,9 +257,21 @@ def test_cascade_dynamic(workspace):
     assert check_detection_graph(onnx_file, model, images, 'Cascade Mask R-CNN') > 50
 
 
-def test_upernet_dynamic(workspace):
+def test_upernet_dynamic(workspace, monkeypatch):
     _, model = perturbed_checkpoint(SEG_CONFIG, workspace)
+    traces = []
+    trace = torch.export.export
+
+    def counted_trace(*args, **kwargs):
+        traces.append(kwargs['dynamic_shapes'])
+        return trace(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, 'export', counted_trace)
     onnx_file = export_onnx(model, workspace / 'upernet.onnx', (128, 128), dynamic=True)
+    # one trace: the declared range is the one the traced convolutions allow (a range from 32
+    # fails the first trace, and the exporter traces again from 64)
+    assert len(traces) == 1, traces
+    assert str(traces[0]['image'][2]) == "Dim('height', min=64)"
     summary = onnx_summary(onnx_file)
     assert summary['inputs'] == {'image': ['batch', 3, 'height', 'width']}
     assert summary['outputs'] == {'seg': ['batch', 'height', 'width']}

@@ -1,22 +1,29 @@
-"""Bad input to the real tools, run in subprocesses: the error names the file at fault (a config
-of the ``_base_`` chain with a syntax error and its line, an image that cannot be read)."""
+"""Bad input to the real tools: the error names the file at fault (a config of the ``_base_``
+chain with a syntax error and its line, an image that cannot be read).
+
+The tools run in this process (their ``__main__``, as ``python tools/X.py`` runs it): a failing
+tool ends with an exception, and what the interpreter would print for it on stderr is its
+traceback, formatted here as the interpreter formats it. The end-to-end tests run the same tools
+in subprocesses."""
 import re
-import subprocess
-import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 from convnext_dense.apis import read_image
 from convnext_dense.config import load_config
-from tests.helpers import DET_CONFIG, ROOT, SEG_CONFIG
+from tests.helpers import DET_CONFIG, SEG_CONFIG, run_tool_in_process, short_run
 
 BROKEN_LINE = "    norm_cfg=dict(type='BN' requires_grad=True),"
 
 
-def run_tool(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+def failure_of(tool: str, *args, monkeypatch) -> str:
+    """The traceback that ``python tool *args`` ends with (exit status 1), as printed on stderr;
+    fails if the tool returns."""
+    with pytest.raises(Exception) as info:
+        run_tool_in_process(tool, *args, monkeypatch=monkeypatch)
+    return ''.join(traceback.format_exception(info.value))
 
 
 def write_chain(folder: Path, broken: str) -> tuple[Path, Path]:
@@ -52,25 +59,23 @@ def test_load_config_names_the_file_with_the_syntax_error(tmp_path, broken):
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
-def test_tools_name_the_base_file_with_the_syntax_error(tmp_path, tool):
+def test_tools_name_the_base_file_with_the_syntax_error(tmp_path, tool, monkeypatch):
     top, culprit = write_chain(tmp_path, 'base')
     checkpoint = tmp_path / 'model.pth'
     checkpoint.write_bytes(b'')  # tools/test.py checks that it exists before reading the config
     args = [top] if tool == 'train' else [top, checkpoint]
-    result = run_tool(ROOT / f'tools/{tool}.py', *args)
-    assert result.returncode != 0
-    assert f"SyntaxError: config file '{culprit}', line 3: " in result.stderr, result.stderr
-    assert BROKEN_LINE.strip() in result.stderr  # the offending line, shown with a caret
-    assert '<unknown>' not in result.stderr
+    stderr = failure_of(f'tools/{tool}.py', *args, monkeypatch=monkeypatch)
+    assert f"SyntaxError: config file '{culprit}', line 3: " in stderr, stderr
+    assert BROKEN_LINE.strip() in stderr  # the offending line, shown with a caret
+    assert '<unknown>' not in stderr
 
 
-def test_train_names_the_top_config_with_the_syntax_error(tmp_path):
+def test_train_names_the_top_config_with_the_syntax_error(tmp_path, monkeypatch):
     top, culprit = write_chain(tmp_path, 'top')
     assert culprit == top
-    result = run_tool(ROOT / 'tools/train.py', top)
-    assert result.returncode != 0
-    assert f"SyntaxError: config file '{top}', line 3: " in result.stderr, result.stderr
-    assert BROKEN_LINE.strip() in result.stderr
+    stderr = failure_of('tools/train.py', top, monkeypatch=monkeypatch)
+    assert f"SyntaxError: config file '{top}', line 3: " in stderr, stderr
+    assert BROKEN_LINE.strip() in stderr
 
 
 def test_a_config_without_errors_still_loads():
@@ -99,23 +104,36 @@ def test_read_image_names_a_missing_file_or_a_folder(tmp_path):
 
 
 @pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG], ids=['upernet', 'mask_rcnn'])
-def test_demo_names_the_file_that_is_not_an_image(tmp_path, config):
+def test_demo_names_the_file_that_is_not_an_image(tmp_path, config, monkeypatch):
     image = tmp_path / 'photo.jpg'
     image.write_text('class names: sky, tree\n')
     # The image is read before the config and the checkpoint: a missing checkpoint is not
     # what gets reported.
-    result = run_tool(ROOT / 'tools/demo.py', image, config, tmp_path / 'missing.pth',
-                      '--out', tmp_path / 'out.png')
-    assert result.returncode != 0
+    stderr = failure_of('tools/demo.py', image, config, tmp_path / 'missing.pth', '--out',
+                        tmp_path / 'out.png', monkeypatch=monkeypatch)
     assert (f"ValueError: image '{image}' (23 bytes) could not be read as an image; expected "
-            'a file OpenCV decodes') in result.stderr, result.stderr
-    assert 'cv2.error' not in result.stderr
+            'a file OpenCV decodes') in stderr, stderr
+    assert 'cv2.error' not in stderr
     assert not (tmp_path / 'out.png').exists()
 
 
-def test_demo_says_the_image_does_not_exist(tmp_path):
+def test_demo_says_the_image_does_not_exist(tmp_path, monkeypatch):
     image = tmp_path / 'missing.jpg'
-    result = run_tool(ROOT / 'tools/demo.py', image, SEG_CONFIG, tmp_path / 'missing.pth',
-                      '--out', tmp_path / 'out.png')
-    assert result.returncode != 0
-    assert f"FileNotFoundError: image '{image}' does not exist" in result.stderr, result.stderr
+    stderr = failure_of('tools/demo.py', image, SEG_CONFIG, tmp_path / 'missing.pth', '--out',
+                        tmp_path / 'out.png', monkeypatch=monkeypatch)
+    assert f"FileNotFoundError: image '{image}' does not exist" in stderr, stderr
+
+
+def test_train_names_the_missing_data_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the toy config's data_root is relative: data/toy_ade
+    stderr = failure_of('tools/train.py', SEG_CONFIG, '--work-dir', tmp_path / 'w',
+                        *short_run(2, 2), monkeypatch=monkeypatch)
+    assert "data_root 'data/toy_ade' does not exist" in stderr, stderr[-2000:]
+
+
+def test_train_suggests_the_key_of_a_cfg_options_typo(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    stderr = failure_of('tools/train.py', SEG_CONFIG, '--cfg-options', 'train_cfg.max_iter=2',
+                        monkeypatch=monkeypatch)
+    assert "did you mean 'max_iters'" in stderr, stderr[-2000:]
+    assert not (workspace / 'work_dirs').exists()  # nothing half-written
